@@ -4,6 +4,7 @@ from ._chat import render_chat, split_prompt_completion, validate_messages
 from ._load import load_model
 from ._spec import ModelSpec, parse_model_spec
 from ._types import (
+    ProgressFn,
     ChatModel,
     Completion,
     Conversation,
@@ -20,6 +21,7 @@ __all__ = [
     "GenerationConfig",
     "Message",
     "ModelSpec",
+    "ProgressFn",
     "TokenEvent",
     "TokenHook",
     "load_model",
