@@ -23,11 +23,21 @@ app = typer.Typer(
 )
 
 
-def _register_all() -> None:
-    from . import _models  # noqa: PLC0415 - command modules register themselves on the app
+# Command modules, each with a ``register(app)`` function, in help order.
+COMMAND_MODULES = ("_models", "_data", "_train", "_serve", "_attacks", "_judge", "_eval", "_quickstart")
 
-    _models.register(app)
-    # --- command groups: add one register line per module below ---
+
+def _register_all() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":  # command group not installed in this build
+                continue
+            raise
+        mod.register(app)
 
 
 _register_all()
