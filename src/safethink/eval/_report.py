@@ -1,0 +1,163 @@
+"""The report: HTML (self-contained, plots embedded) and Markdown, plus JSONL/Parquet exports.
+
+Reporting is a pure function of the stored attempts: the same results file always renders the
+same report (apart from the generation timestamp line).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import MissingExtraError, SafethinkError
+from ..io import atomic_write_text
+from ._metrics import ALL, Metrics, Rate, compute_metrics, is_jailbroken, is_refused
+from ._store import Attempt, open_store
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    markdown: Path
+    metrics: Path
+    exports: tuple[Path, ...] = ()
+
+
+def _pct(r: Rate | None) -> str:
+    if r is None or not r.n:
+        return "-"
+    lo, hi = r.ci
+    return f"{100 * r.rate:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={r.n})"
+
+
+def _settings(run_dir: Path) -> tuple[str, float, str, list[dict[str, Any]]]:
+    """The primary judge key, success threshold and run name from the latest recorded run."""
+    with open_store(run_dir) as st:
+        runs = st.runs()
+    if not runs:
+        return "", 0.5, "eval", []
+    for r in runs:
+        r["started_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started"]))
+    spec = runs[-1]["spec"]
+    judges = spec.get("judges") or []
+    prim = next((j for j in judges if j.get("primary")), judges[0] if judges else {})
+    key = prim.get("label") or prim.get("name") or ""
+    return key, float(spec.get("success_threshold", 0.5)), spec.get("name", "eval"), runs
+
+
+def load_attempts(run_dir: str | Path) -> list[Attempt]:
+    with open_store(run_dir) as st:
+        return st.attempts()
+
+
+def tables(m: Metrics) -> dict[str, Any]:
+    """Rows for the templates (strings already formatted)."""
+    from ._plots import configs
+
+    cfgs = configs(m)
+    asr_rows = [{"model": mo, "defence": d, "cells": [_pct(m.asr.get((mo, d, a))) for a in m.attacks],
+                 "overall": _pct(m.asr.get((mo, d, ALL))), "any": _pct(m.any_attack.get((mo, d)))} for mo, d in cfgs]
+    ds = [x for x in m.datasets if any(k[2] == x for k in m.over_refusal)]
+    ref_rows = [{"model": mo, "defence": d, "cells": [_pct(m.over_refusal.get((mo, d, x))) for x in ds],
+                 "overall": _pct(m.over_refusal.get((mo, d, ALL))), "answer": _pct(m.benign_answer.get((mo, d)))}
+                for mo, d in cfgs]
+    sr_rows = [{"model": mo, "defence": d, "cells": [_num(m.strongreject.get((mo, d, a))) for a in m.attacks],
+                "overall": _num(m.strongreject.get((mo, d, ALL)))} for mo, d in cfgs] if m.strongreject else []
+    su_rows = [{"model": mo, "defence": d, "seen": _pct(m.seen_unseen.get((mo, d, "seen"))),
+                "unseen": _pct(m.seen_unseen.get((mo, d, "unseen")))}
+               for mo, d in cfgs if (mo, d, "seen") in m.seen_unseen or (mo, d, "unseen") in m.seen_unseen]
+    act_rows = [{"model": k[0], "defence": k[1], "action": k[2], "count": v} for k, v in sorted(m.guard_actions.items())]
+    return {"attacks": m.attacks, "ref_datasets": ds, "asr_rows": asr_rows, "ref_rows": ref_rows,
+            "sr_rows": sr_rows, "su_rows": su_rows, "act_rows": act_rows}
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _examples(attempts: Sequence[Attempt], judge: str, threshold: float, limit: int = 12) -> list[dict[str, str]]:
+    """A few successful jailbreaks and a few over-refusals, for a human to read."""
+    jb = [a for a in attempts if is_jailbroken(a, judge, threshold)][: limit // 2]
+    orf = [a for a in attempts if a.label == "benign" and is_refused(a, judge)][: limit // 2]
+    out = []
+    for kind, rows in (("jailbreak", jb), ("over-refusal", orf)):
+        for a in rows:
+            out.append({"kind": kind, "model": a.model_name, "defence": a.defence_name, "attack": a.attack_name,
+                        "dataset": a.dataset, "record": a.record_id, "prompt": _clip(a.behaviour, 300),
+                        "answer": _clip(a.decoded_output, 600)})
+    return out
+
+
+def _clip(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n] + " [...]"
+
+
+def render_report(run_dir: str | Path, *, export: Sequence[Literal["jsonl", "parquet"]] = ()) -> ReportFiles:
+    """Write ``report.html``, ``report.md`` and ``metrics.json`` (and exports) into the run directory."""
+    run_dir = Path(run_dir)
+    judge, threshold, name, runs = _settings(run_dir)
+    attempts = load_attempts(run_dir)
+    if not attempts:
+        raise SafethinkError(f"{run_dir}: the results database holds no attempts yet")
+    if judge and not any(judge in a.verdicts for a in attempts):
+        judge = ""  # the spec's primary judge never ran on these rows: fall back to the stored first verdict
+    m = compute_metrics(attempts, judge=judge or None, threshold=threshold)
+    ctx = {"name": name, "metrics": m, "t": tables(m), "judge": m.judge, "threshold": threshold,
+           "attempts": len(attempts), "runs": runs, "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "models": _model_rows(attempts), "examples": _examples(attempts, m.judge or "", threshold)}
+    from ._plots import all_figures
+
+    ctx["figures"] = all_figures(m)
+    html = _template("report.html.j2", autoescape=True).render(**ctx)
+    md = _template("report.md.j2", autoescape=False).render(**ctx)
+    files = ReportFiles(html=run_dir / "report.html", markdown=run_dir / "report.md", metrics=run_dir / "metrics.json")
+    atomic_write_text(files.html, html)
+    atomic_write_text(files.markdown, md)
+    atomic_write_text(files.metrics, json.dumps(m.to_json(), indent=2, ensure_ascii=False) + "\n")
+    paths = tuple(export_attempts(attempts, run_dir / f"attempts.{fmt}", fmt) for fmt in export)
+    return ReportFiles(files.html, files.markdown, files.metrics, paths)
+
+
+def _model_rows(attempts: Sequence[Attempt]) -> list[dict[str, str]]:
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for a in attempts:
+        seen.setdefault((a.model_name, a.adapter_hash), {
+            "name": a.model_name, "spec": a.model_spec, "adapter": a.adapter or "-",
+            "hash": a.adapter_hash[:12] or "-", "styles": ", ".join(a.model_styles) or "-"})
+    return list(seen.values())
+
+
+def _template(name: str, *, autoescape: bool) -> Any:
+    import jinja2
+
+    text = resources.files("safethink.eval").joinpath("templates", name).read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=autoescape, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(text)
+
+
+def export_attempts(attempts: Sequence[Attempt], path: str | Path, fmt: Literal["jsonl", "parquet"]) -> Path:
+    """Every attempt as one JSONL line or one Parquet row (JSON-valued columns as JSON strings)."""
+    path = Path(path)
+    rows = [a.to_json() for a in attempts]
+    if fmt == "jsonl":
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return path
+    if fmt != "parquet":
+        raise SafethinkError(f"unknown export format {fmt!r}; expected jsonl or parquet")
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingExtraError("pyarrow", "report", "Parquet export") from None
+    flat = [{k: (json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, (dict, list)) else v)
+             for k, v in r.items()} for r in rows]
+    table = pa.Table.from_pylist(flat)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, str(tmp))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,218 @@
+"""Run an evaluation spec: attack, generate through the guard, decode, judge and store every attempt.
+
+The runner never prints; it reports progress through a callback so the CLI can draw bars.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import SafethinkError, SpecError
+from ..judges._base import JudgeInput, Verdict
+from ._plan import (
+    VERBATIM, Cell, build_attack, build_guard, build_judges, check_names, generation_json, import_plugins,
+    load_dataset, model_styles, plan_cells,
+)
+from ._spec import EvalSpec
+from ._store import Attempt, ResultStore, adapter_hash, attempt_key
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What the runner is doing, for progress displays.
+
+    ``plan``: ``total`` attempts to run (``done`` already stored); ``load``: loading ``message``;
+    ``cell``: starting ``cell`` with ``total`` pending attempts; ``advance``: ``n`` attempts stored;
+    ``judge``: re-judging ``total`` stored attempts for a judge added later.
+    """
+
+    kind: Literal["plan", "load", "cell", "advance", "judge"]
+    total: int = 0
+    done: int = 0
+    n: int = 0
+    cell: str = ""
+    message: str = ""
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run_id: str
+    out_dir: Path
+    store_path: Path
+    planned: int
+    """Attempts in the matrix."""
+    skipped: int
+    """Attempts already stored before this run (resumed)."""
+    added: int
+    """Attempts this run stored."""
+    rejudged: int = 0
+    """Stored attempts that got a verdict from a judge added since they were run."""
+
+
+def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None) -> EvalResult:
+    """Run (or resume) every attempt of the spec's matrix and store it; see :class:`EvalResult`."""
+    emit = progress or (lambda _e: None)
+    import_plugins(spec)
+    check_names(spec)
+    gen_cfg = spec.generation.to_config(spec.seed)
+    gen_json = generation_json(spec)
+
+    datasets = {ds.key: load_dataset(ds, f"datasets[{i}]", spec.seed) for i, ds in enumerate(spec.datasets)}
+    attacks = {a.key: build_attack(a, f"attacks[{i}]") for i, a in enumerate(spec.attacks)}
+    guards = {d.key: build_guard(d, f"defences[{i}]") for i, d in enumerate(spec.defences)}
+    judges = build_judges(spec)
+    hashes = {(m.spec, m.adapter): adapter_hash(m.adapter) for m in spec.models}
+    styles = {(m.spec, m.adapter): model_styles(m) for m in spec.models}
+
+    cells = plan_cells(spec, datasets)
+    if VERBATIM.key not in attacks and any(c.attack is VERBATIM for c in cells):
+        attacks[VERBATIM.key] = build_attack(VERBATIM, "attacks (verbatim, for benign records)")
+    with ResultStore(spec.store_path) as store:
+        other = store.generation_configs() - {gen_json}
+        if other:
+            raise SpecError(
+                f"{store.path} holds attempts generated with different settings ({sorted(other)[0]}); "
+                "results with different generation settings must not be mixed: use another --out"
+            )
+        for c in cells:
+            mk = (c.model.spec, c.model.adapter)
+            c.keys = [attempt_key(c.model.spec, hashes[mk], c.defence.key, c.attack.key, c.dataset.key, r.id, spec.seed)
+                      for r in c.records]
+            done = store.done_keys(c.keys)
+            c.pending = [i for i, k in enumerate(c.keys) if k not in done]
+        planned = sum(len(c.keys) for c in cells)
+        todo = sum(len(c.pending) for c in cells)
+        emit(ProgressEvent("plan", total=todo, done=planned - todo))
+
+        run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        store.start_run(run_id, spec.model_dump(mode="json"))
+        added = 0
+        for m in spec.models:
+            mk = (m.spec, m.adapter)
+            mine = [c for c in cells if c.model is m and c.pending]
+            if not mine:
+                continue
+            emit(ProgressEvent("load", message=m.display))
+            from ..models import load_model
+
+            model = load_model(m.spec, adapter=m.adapter, **m.options)
+            try:
+                for c in mine:
+                    emit(ProgressEvent("cell", total=len(c.pending), cell=c.title))
+                    for start in range(0, len(c.pending), gen_cfg.batch_size):
+                        idx = c.pending[start:start + gen_cfg.batch_size]
+                        rows = _run_batch(c, idx, model, attacks[c.attack.key], guards[c.defence.key], judges,
+                                          gen_cfg, spec.seed, run_id, hashes[mk], styles[mk], gen_json)
+                        n = store.add(rows)
+                        added += n
+                        emit(ProgressEvent("advance", n=len(idx), cell=c.title))
+            finally:
+                close = getattr(model, "close", None)
+                if close:
+                    close()
+        rejudged = _backfill_verdicts(store, [k for c in cells for k in c.keys], judges, emit)
+        store.finish_run(run_id, added)
+    return EvalResult(run_id=run_id, out_dir=spec.out_dir, store_path=spec.store_path, planned=planned,
+                      skipped=planned - todo, added=added, rejudged=rejudged)
+
+
+def _run_batch(c: Cell, idx: list[int], model: Any, attack: Any, guard: Any, judges: dict[str, Any],
+               gen_cfg: Any, seed: int, run_id: str, a_hash: str, styles: list[str], gen_json: str) -> list[Attempt]:
+    import json
+
+    recs = [c.records[i] for i in idx]
+    t0 = time.perf_counter()
+    prepared = attack.prepare(recs, seed=seed, target=model if getattr(attack, "needs_target", False) else None)
+    by_id = {p.record_id: p for p in prepared}
+    missing = [r.id for r in recs if r.id not in by_id]
+    if missing or len(prepared) != len(recs):
+        raise SafethinkError(f"attack {c.attack.name!r} returned {len(prepared)} prompts for {len(recs)} records "
+                             f"(missing ids: {missing[:5]})")
+    prepared = [by_id[r.id] for r in recs]
+    t1 = time.perf_counter()
+    convs = [p.messages for p in prepared]
+    prefixes = [p.prefix for p in prepared]
+    kwargs: dict[str, Any] = {}
+    if any(prefixes):
+        if "prefixes" not in inspect.signature(guard.generate).parameters:
+            raise SpecError(f"guard {c.defence.guard!r} cannot prefill the answer, which attack {c.attack.name!r} needs")
+        kwargs["prefixes"] = prefixes
+    outs = guard.generate(model, convs, gen_cfg, **kwargs)
+    if len(outs) != len(convs):
+        raise SafethinkError(f"guard {c.defence.guard!r} returned {len(outs)} outputs for {len(convs)} conversations")
+    t2 = time.perf_counter()
+    decoded = [attack.decode_response(o.text) for o in outs]
+    inputs = [JudgeInput(prompt=r.prompt, response=p.prefix + d, sent_prompt=_last_user(p.messages))
+              for r, p, d in zip(recs, prepared, decoded)]
+    verdicts: list[dict[str, dict[str, Any]]] = [{} for _ in recs]
+    for key, judge in judges.items():
+        for v, out in zip(_judge(judge, key, inputs), verdicts):
+            out[key] = _verdict_json(v)
+    t3 = time.perf_counter()
+    n = len(recs)
+    guard_build = getattr(guard, "build_spec", {"name": c.defence.guard, "args": c.defence.args})
+    rows = []
+    for i, r, p, o, d, v in zip(idx, recs, prepared, outs, decoded, verdicts):
+        rows.append(Attempt(
+            attempt_key=c.keys[i], run_id=run_id,
+            model_spec=c.model.spec, model_name=c.model.display, adapter=c.model.adapter, adapter_hash=a_hash,
+            model_styles=styles,
+            defence=c.defence.guard, defence_name=c.defence.display,
+            defence_spec={"guard": c.defence.guard, "args": c.defence.args}, guard_build=guard_build,
+            attack=c.attack.name, attack_name=c.attack.display, attack_spec={"name": c.attack.name, "args": c.attack.args},
+            attack_params=p.params, attack_seed=p.seed, attack_meta=p.meta,
+            dataset=c.dataset.display, dataset_spec=json.loads(c.dataset.key), record_id=r.id, label=r.label,
+            category=r.category, behaviour=r.prompt, seed=seed, generation=json.loads(gen_json),
+            messages=p.messages, prefix=p.prefix,
+            raw_output=o.raw, visible_output=o.text, decoded_output=d, reasoning=o.reasoning,
+            guard_action=o.action, finish_reason=o.finish_reason, guard_info=o.info, verdicts=v,
+            attack_seconds=(t1 - t0) / n, generate_seconds=(t2 - t1) / n, judge_seconds=(t3 - t2) / n,
+        ))
+    return rows
+
+
+def _judge(judge: Any, key: str, inputs: list[JudgeInput]) -> list[Verdict]:
+    out = judge.judge(inputs)
+    if len(out) != len(inputs):
+        raise SafethinkError(f"judge {key!r} returned {len(out)} verdicts for {len(inputs)} inputs")
+    return out
+
+
+def _verdict_json(v: Verdict) -> dict[str, Any]:
+    return {"refused": bool(v.refused), "score": float(v.score), "explanation": v.explanation,
+            "judge": v.judge, "details": v.details}
+
+
+def _last_user(messages: list[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def _backfill_verdicts(store: ResultStore, keys: list[str], judges: dict[str, Any], emit: ProgressCallback) -> int:
+    """Give stored attempts a verdict from judges added to the spec after they were run."""
+    wanted = set(keys)
+    todo = [a for a in store.attempts() if a.attempt_key in wanted and any(k not in a.verdicts for k in judges)]
+    if not todo:
+        return 0
+    emit(ProgressEvent("judge", total=len(todo)))
+    for start in range(0, len(todo), 64):
+        chunk = todo[start:start + 64]
+        for key, judge in judges.items():
+            need = [a for a in chunk if key not in a.verdicts]
+            if not need:
+                continue
+            inputs = [JudgeInput(prompt=a.behaviour, response=a.prefix + a.decoded_output,
+                                 sent_prompt=_last_user(a.messages)) for a in need]
+            for a, v in zip(need, _judge(judge, key, inputs)):
+                a.verdicts[key] = _verdict_json(v)
+        store.update_verdicts([(a.attempt_key, a.verdicts) for a in chunk])
+        emit(ProgressEvent("advance", n=len(chunk), cell="re-judging"))
+    return len(todo)
