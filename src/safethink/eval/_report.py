@@ -97,9 +97,15 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[:n] + " [...]"
 
 
-def render_report(run_dir: str | Path, *, export: Sequence[Literal["jsonl", "parquet"]] = ()) -> ReportFiles:
-    """Write ``report.html``, ``report.md`` and ``metrics.json`` (and exports) into the run directory."""
+def render_report(run_dir: str | Path, *, export: Sequence[Literal["jsonl", "parquet"]] = (),
+                  out_dir: str | Path | None = None) -> ReportFiles:
+    """Write ``report.html``, ``report.md`` and ``metrics.json`` (and exports).
+
+    ``run_dir`` is the run directory (or its results file); files go to ``out_dir``, default the
+    run directory.
+    """
     run_dir = Path(run_dir)
+    dest = Path(out_dir) if out_dir else (run_dir if run_dir.is_dir() else run_dir.parent)
     judge, threshold, name, runs = _settings(run_dir)
     attempts = load_attempts(run_dir)
     if not attempts:
@@ -115,11 +121,11 @@ def render_report(run_dir: str | Path, *, export: Sequence[Literal["jsonl", "par
     ctx["figures"] = all_figures(m)
     html = _template("report.html.j2", autoescape=True).render(**ctx)
     md = _template("report.md.j2", autoescape=False).render(**ctx)
-    files = ReportFiles(html=run_dir / "report.html", markdown=run_dir / "report.md", metrics=run_dir / "metrics.json")
+    files = ReportFiles(html=dest / "report.html", markdown=dest / "report.md", metrics=dest / "metrics.json")
     atomic_write_text(files.html, html)
     atomic_write_text(files.markdown, md)
     atomic_write_text(files.metrics, json.dumps(m.to_json(), indent=2, ensure_ascii=False) + "\n")
-    paths = tuple(export_attempts(attempts, run_dir / f"attempts.{fmt}", fmt) for fmt in export)
+    paths = tuple(export_attempts(attempts, dest / f"attempts.{fmt}", fmt) for fmt in export)
     return ReportFiles(files.html, files.markdown, files.metrics, paths)
 
 

@@ -1,0 +1,108 @@
+"""``safethink eval`` (run an evaluation matrix) and ``safethink report`` (render a run's report)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ._common import console, err_console, quiet_hf
+
+
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+def eval_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Evaluation spec (YAML); see examples/eval_jbb.yaml.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output directory (overrides the spec's 'out').")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most N records per dataset (a quick smoke run).")] = None,
+    report: Annotated[bool, typer.Option(help="Render report.html / report.md when the run ends.")] = True,
+) -> None:
+    """Run (or resume) an evaluation: models x defences x attacks x datasets, every attempt judged and stored."""
+    from ..eval import compute_metrics, load_attempts, load_spec, render_report, run_eval
+
+    spec = load_spec(config).with_overrides(out=str(out) if out else None, limit=limit)
+    quiet_hf()
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+    tasks: dict[str, int] = {}
+
+    def on_progress(ev) -> None:
+        if ev.kind == "plan":
+            tasks["all"] = prog.add_task("all attempts", total=ev.total + ev.done, completed=ev.done)
+        elif ev.kind == "load":
+            prog.console.print(f"loading model [cyan]{ev.message}[/]")
+        elif ev.kind == "cell":
+            if "cell" in tasks:
+                prog.remove_task(tasks["cell"])
+            tasks["cell"] = prog.add_task(ev.cell, total=ev.total)
+        elif ev.kind == "judge":
+            if "cell" in tasks:
+                prog.remove_task(tasks["cell"])
+            tasks["cell"] = prog.add_task("judging stored attempts", total=ev.total)
+        elif ev.kind == "advance":
+            if "cell" in tasks:
+                prog.advance(tasks["cell"], ev.n)
+            if "all" in tasks and ev.cell != "re-judging":
+                prog.advance(tasks["all"], ev.n)
+
+    with prog:
+        result = run_eval(spec, progress=on_progress)
+    console.print(f"run {result.run_id}: {result.added} attempts added, {result.skipped} already stored"
+                  + (f", {result.rejudged} re-judged" if result.rejudged else "") + f" -> {result.store_path}")
+    attempts = load_attempts(result.store_path)
+    m = compute_metrics(attempts, judge=spec.primary_judge.key, threshold=spec.success_threshold)
+    console.print(summary_table(m))
+    if report:
+        files = render_report(result.store_path, out_dir=result.out_dir)
+        console.print(f"report: {files.html}  summary: {files.markdown}")
+
+
+def summary_table(m) -> Table:
+    from ..eval._metrics import ALL
+
+    def pct(r) -> str:
+        if r is None or not r.n:
+            return "-"
+        lo, hi = r.ci
+        return f"{100 * r.rate:5.1f}% [{100 * lo:.0f}-{100 * hi:.0f}] n={r.n}"
+
+    t = Table(title=f"judge: {m.judge}  (ASR and over-refusal: lower is better)")
+    for col in ("model", "defence", "ASR (all attacks)", "any attack", "over-refusal", "benign answered"):
+        t.add_column(col)
+    if m.strongreject:
+        t.add_column("StrongREJECT")
+    pairs = [(mo, d) for mo in m.models for d in m.defences
+             if (mo, d, ALL) in m.asr or (mo, d, ALL) in m.over_refusal]
+    for mo, d in pairs:
+        row = [mo, d, pct(m.asr.get((mo, d, ALL))), pct(m.any_attack.get((mo, d))),
+               pct(m.over_refusal.get((mo, d, ALL))), pct(m.benign_answer.get((mo, d)))]
+        if m.strongreject:
+            v = m.strongreject.get((mo, d, ALL))
+            row.append("-" if v is None else f"{v:.3f}")
+        t.add_row(*row)
+    return t
+
+
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding results.sqlite (or the .sqlite file).")],
+    export: Annotated[Optional[list[ExportFormat]], typer.Option(help="Also export every attempt: jsonl and/or parquet (repeatable).")] = None,
+) -> None:
+    """Render report.html (plots embedded) and report.md from a run's stored results."""
+    from ..eval import render_report
+
+    files = render_report(run_dir, export=[e.value for e in export or []])
+    console.print(f"report: {files.html}\nsummary: {files.markdown}\nmetrics: {files.metrics}")
+    for p in files.exports:
+        console.print(f"export: {p}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)
+    app.command("report")(report_cmd)
