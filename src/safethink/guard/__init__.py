@@ -1,1 +1,48 @@
-"""safethink.guard"""
+"""Guards: defences wrapped around generation, all behind one interface (:class:`Guard`).
+
+Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``; names:
+``none``, ``scot``, ``r2d``, ``r2d-pivot`` (decode-time pivot guard) and the published baselines
+``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
+``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
+"""
+
+from ._base import GUARDS, Guard, GuardedOutput
+from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal
+from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexities, perturb
+from ._parse import NoGuard, R2DGuard, SCoTGuard
+from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
+from ._prompting import GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTPrompt, SelfReminder
+
+
+def create_guard(name: str, **options) -> Guard:
+    """``GUARDS.create`` (records how the guard was built in ``guard.build_spec``)."""
+    return GUARDS.create(name, **options)
+
+
+__all__ = [
+    "BLOCKING_ACTIONS",
+    "GUARDS",
+    "EraseAndCheck",
+    "GoalPriority",
+    "Guard",
+    "GuardBase",
+    "GuardedOutput",
+    "InContextDefense",
+    "IntentionAnalysis",
+    "NoGuard",
+    "Paraphrase",
+    "PerplexityFilter",
+    "PivotGuard",
+    "PivotWatcher",
+    "R2DGuard",
+    "R2DPrompt",
+    "SCoTGuard",
+    "SCoTPrompt",
+    "SelfReminder",
+    "SmoothLLM",
+    "create_guard",
+    "log_perplexities",
+    "looks_like_refusal",
+    "perturb",
+    "pivot_token_ids",
+]
