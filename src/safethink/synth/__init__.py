@@ -1,1 +1,25 @@
-"""safethink.synth"""
+"""Synthesis layer: teachers that write safety reasoning, question evolution, retain answers, and
+the SCoT / R2D training-set builders."""
+
+from ._build import BuildResult, build_dataset, load_teacher
+from ._check import CheckReport, check_dataset
+from ._classify import CategoryClassifier
+from ._client import ChatClient, StructuredOutputError, extract_json
+from ._embed import Embedder
+from ._evolve import STYLES, LLMEvolver, RuleEvolver, parse_styles, pick_diverse
+from ._llm import HeuristicRetagger, LLMRetagger, LLMTeacher
+from ._plan import BuildConfig, PlanItem, make_plan
+from ._render import render_r2d, render_scot
+from ._retain import RetainAnswerer
+from ._structured import StructuredTeacher
+from ._types import TEACHERS, R2DStepOut, R2DTrace, SCoTReasoning, Teacher, TeachRequest, Verdict
+
+__all__ = [
+    "STYLES", "TEACHERS",
+    "BuildConfig", "BuildResult", "CategoryClassifier", "ChatClient", "CheckReport", "Embedder",
+    "HeuristicRetagger", "LLMEvolver", "LLMRetagger", "LLMTeacher", "PlanItem", "R2DStepOut", "R2DTrace",
+    "RetainAnswerer", "RuleEvolver", "SCoTReasoning", "StructuredOutputError", "StructuredTeacher", "TeachRequest",
+    "Teacher", "Verdict",
+    "build_dataset", "check_dataset", "extract_json", "load_teacher", "make_plan", "parse_styles", "pick_diverse",
+    "render_r2d", "render_scot",
+]

@@ -1,0 +1,246 @@
+"""Build a SCoT or R2D training set: plan -> teacher + retain answers -> shards + manifest.
+
+Crash safety: every finished record is appended (and fsynced) to ``.work/journal.jsonl``; a
+shard is written atomically once all its records exist, and the manifest last. Killed at any
+point and run again with the same settings, a build skips what is done and ends with every
+record exactly once, identical to an uninterrupted build (teachers and rule rewrites are seeded
+per item; retain answers are cached and generated in fixed groups).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data._neardup import NearDuplicate, find_near_duplicates, load_eval_prompts
+from ..data._policy import Policy, load_policy
+from ..data._schema import PromptRecord
+from ..data._training import (
+    MANIFEST, FORMAT_VERSION, Manifest, ShardInfo, TrainingRecord, content_hash, file_sha256, shard_name,
+)
+from ..errors import InputError, SafethinkError
+from ..io import atomic_write_text
+from ._evolve import LLMEvolver, RuleEvolver
+from ._plan import BuildConfig, PlanItem, make_plan
+from ._render import render_r2d, render_scot
+from ._retain import RetainAnswerer
+from ._structured import StructuredTeacher
+from ._types import TeachRequest
+
+WORK = ".work"
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total)."""
+
+
+@dataclass
+class BuildResult:
+    manifest: Manifest
+    out: Path
+    built: int = 0
+    """Records made in this run (0 when everything was already done)."""
+    resumed: int = 0
+    """Records recovered from an interrupted run."""
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)
+    teacher_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def load_teacher(spec: str, policy: Policy, *, seed: int = 0, concurrency: int = 4, retag: str = "teacher") -> Any:
+    """'structured' or 'openai:<model>@<url>' (the LLM teacher falls back to the structured one)."""
+    from ..models import parse_model_spec
+    from ._types import TEACHERS
+
+    structured = StructuredTeacher(policy, seed=seed)
+    if spec == "structured":
+        return structured
+    ms = parse_model_spec(spec)
+    if ms.kind != "openai":
+        raise SafethinkError(f"teacher {spec!r}: expected 'structured' or 'openai:<model>@<url>'")
+    return TEACHERS.create("openai", policy=policy, model=ms.target, base_url=ms.base_url, concurrency=concurrency,
+                           retag=retag, fallback=structured)
+
+
+class _Journal:
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[str, dict] = {}
+        if path.is_file():
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        obj = json.loads(line)
+                        self.records[obj["id"]] = obj
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue  # the line a crash tore in half; that record is rebuilt
+
+    def add(self, recs: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in recs:
+            self.records[r["id"]] = r
+
+
+def _shard_ok(path: Path, ids: list[str]) -> bool:
+    try:
+        with path.open(encoding="utf-8") as f:
+            got = [json.loads(line)["id"] for line in f if line.strip()]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return False
+    return got == ids
+
+
+def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | None = None,
+                  teacher: Any = None, retain_model: Any = None, cache_dir: str | Path | None = None,
+                  overwrite: bool = False) -> BuildResult:
+    """Build (or finish building) the training set ``cfg`` describes in ``out``."""
+    out = Path(out)
+    policy = load_policy(cfg.policy)
+    state_path = out / WORK / "state.json"
+    plan_hash = cfg.plan_hash()
+    if overwrite and out.exists():
+        for p in [out / MANIFEST, *out.glob("shard-*.jsonl")]:
+            p.unlink()
+        shutil.rmtree(out / WORK, ignore_errors=True)
+    if (out / MANIFEST).is_file():
+        from ..data._training import read_manifest
+
+        man = read_manifest(out)
+        if getattr(man, "plan_hash", None) != plan_hash:
+            raise InputError("already holds a training set built with other settings; use another --out or --overwrite",
+                             path=str(out))
+        return BuildResult(man, out)
+    if state_path.is_file():
+        if json.loads(state_path.read_text()).get("plan_hash") != plan_hash:
+            raise InputError("holds an unfinished build with other settings; use another --out or --overwrite",
+                             path=str(out))
+    elif out.exists() and any(out.glob("shard-*.jsonl")):
+        raise InputError("holds shards from an unknown build; use another --out or --overwrite", path=str(out))
+
+    teacher = teacher or load_teacher(cfg.teacher, policy, seed=cfg.seed, concurrency=cfg.concurrency, retag=cfg.retag)
+    is_llm = hasattr(teacher, "client")
+    use_llm_evolver = cfg.evolve and (cfg.evolver == "teacher" or (cfg.evolver == "auto" and is_llm))
+    rule_evolver = RuleEvolver(cfg.seed)
+    plan = make_plan(cfg, policy, rule_rewrite=None if use_llm_evolver else rule_evolver.rewrite)
+    if not plan:
+        raise SafethinkError("nothing to build: no prompts")
+    atomic_write_text(state_path, json.dumps({"plan_hash": plan_hash, "config": cfg.model_dump()}, indent=1))
+
+    near: list[NearDuplicate] = []
+    if cfg.check_eval_overlap:
+        train = [PromptRecord(id=it.id, prompt=it.original, label=it.label, source=it.source)
+                 for it in plan if it.style == "original"]
+        own = set(cfg.harmful) | set(cfg.benign)
+        evals = [r for r in load_eval_prompts(data_dir=cfg.data_dir) if r.source not in own]
+        near = find_near_duplicates(train, evals)
+
+    evolver = LLMEvolver(teacher.client, seed=cfg.seed, embedder=_maybe_embedder()) if use_llm_evolver else None
+    answerer = RetainAnswerer(cfg.model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                              cache_dir=cache_dir, model_obj=retain_model)
+    journal = _Journal(out / WORK / "journal.jsonl")
+    resumed = len(journal.records)
+    chunks = [plan[i:i + cfg.shard_size] for i in range(0, len(plan), cfg.shard_size)]
+    built = 0
+    done = 0
+    shard_infos: list[ShardInfo] = []
+    for n, chunk in enumerate(chunks):
+        path = out / shard_name(n)
+        ids = [it.id for it in chunk]
+        if not (path.is_file() and _shard_ok(path, ids)):
+            todo = [it for it in chunk if it.id not in journal.records]
+            step = max(cfg.batch_size, cfg.concurrency * 4)
+            benign_chunk = [it for it in chunk if it.kind == "retain"]
+            answers: dict[str, str] = {}
+            if benign_chunk and any(it.kind == "retain" for it in todo):
+                texts = answerer.answer([it.prompt for it in benign_chunk],  # type: ignore[misc]
+                                        progress=(lambda k: progress("retain answers", k, len(benign_chunk)))
+                                        if progress else None)
+                answers = {it.id: a for it, a in zip(benign_chunk, texts)}
+            for s in range(0, len(todo), step):
+                recs = _make_records(todo[s:s + step], cfg, policy, teacher, evolver, answers)
+                journal.add(recs)
+                built += len(recs)
+                if progress:
+                    progress("records", done + len(chunk) - len(todo) + s + len(recs), len(plan))
+            lines = [json.dumps(journal.records[i], ensure_ascii=False) + "\n" for i in ids]
+            atomic_write_text(path, "".join(lines))
+        done += len(chunk)
+        shard_infos.append(ShardInfo(file=path.name, sha256=file_sha256(path), records=len(chunk)))
+    manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near)
+    atomic_write_text(out / MANIFEST, manifest.model_dump_json(indent=1))
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    stats = getattr(teacher, "stats", None)
+    return BuildResult(manifest, out, built=built, resumed=resumed, near_duplicates=near,
+                       teacher_stats={} if stats is None else {"calls": stats.calls, "repairs": stats.repairs,
+                                                               "fallbacks": stats.fallbacks, "errors": stats.errors})
+
+
+def _maybe_embedder() -> Any:
+    try:
+        from ._embed import Embedder, minilm_path
+
+        minilm_path()
+        return Embedder()
+    except SafethinkError:
+        return None  # few-shot examples are then taken in file order
+
+
+def _make_records(items: list[PlanItem], cfg: BuildConfig, policy: Policy, teacher: Any, evolver: Any,
+                  answers: dict[str, str]) -> list[dict]:
+    prompts = {}
+    for it in items:
+        prompts[it.id] = it.prompt if it.prompt is not None else evolver.rewrite(it.original, it.style, it.id)
+    reqs = [TeachRequest(item_id=it.id, prompt=prompts[it.id], label=it.label,
+                         original=it.original if it.style != "original" else None,
+                         categories=it.categories, seed=cfg.seed, style=it.style) for it in items]
+    outs = teacher.scot(reqs) if cfg.method == "scot" else teacher.r2d(reqs)
+    need_cats = [i for i, (it, o) in enumerate(zip(items, outs))
+                 if it.label == "harmful" and cfg.method == "r2d" and not o.categories]
+    filled: dict[int, list[str]] = {}
+    if need_cats:  # an LLM trace without categories: the offline classifier names them
+        st = getattr(teacher, "fallback", None) or StructuredTeacher(policy, seed=cfg.seed)
+        for i, cats in zip(need_cats, st.categories([reqs[i] for i in need_cats])):
+            filled[i] = cats
+    recs = []
+    for i, (it, o) in enumerate(zip(items, outs)):
+        if cfg.method == "scot":
+            cats = o.violated
+            response = answers[it.id] if it.kind == "retain" else (o.refusal or "")
+            text = render_scot(o, response, policy)
+        else:
+            cats = filled.get(i, o.categories) if it.label == "harmful" else []
+            text = render_r2d(o, answers[it.id] if it.kind == "retain" else (o.answer or ""))
+        msgs = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
+            {"role": "user", "content": prompts[it.id]}, {"role": "assistant", "content": text}]
+        rec = TrainingRecord(id=it.id, method=cfg.method, kind=it.kind, label=it.label, categories=list(cats),
+                             style=it.style, source=it.source, messages=msgs)  # type: ignore[arg-type]
+        recs.append(rec.model_dump())
+    return recs
+
+
+def _manifest(cfg: BuildConfig, policy: Policy, teacher: Any, shards: list[ShardInfo], out: Path,
+              plan_hash: str, near: list[NearDuplicate]) -> Manifest:
+    c: dict[str, Counter] = {k: Counter() for k in ("kind", "label", "category", "style", "source")}
+    for s in shards:
+        with (out / s.file).open(encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                for k in ("kind", "label", "style", "source"):
+                    c[k][r[k]] += 1
+                for cat in r["categories"]:
+                    c["category"][cat] += 1
+    counts = {"total": sum(s.records for s in shards), **{f"by_{k}": dict(sorted(v.items())) for k, v in c.items()}}
+    styles = sorted(s for s in c["style"] if s != "original")
+    return Manifest(
+        method=cfg.method, counts=counts, teacher=getattr(teacher, "spec", cfg.teacher), seed=cfg.seed,
+        policy=policy.ref(), styles=styles, shards=shards, content_hash=content_hash([s.sha256 for s in shards]),
+        format_version=FORMAT_VERSION, plan_hash=plan_hash, retain_model=cfg.model, config=cfg.model_dump(),
+        eval_overlap={"count": len(near), "examples": [vars(n) for n in near[:20]]},
+    )

@@ -1,0 +1,135 @@
+"""The build plan: which prompts, in which styles, become which records (deterministic from config)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data._loaders import load_prompts
+from ..data._policy import Policy
+from ..data._schema import PromptRecord
+
+
+class BuildConfig(BaseModel):
+    """Settings of ``safethink data build`` (recorded in the manifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["scot", "r2d"] = Field(description="Reasoning format of the assistant turns.")
+    harmful: list[str] = Field(min_length=1, description="Harmful prompt sources (names, hub ids, builtin:*, files).")
+    benign: list[str] = Field(min_length=1, description="Benign prompt sources for the retain set.")
+    teacher: str = Field(default="structured", description="'structured' (offline) or 'openai:<model>@<url>'.")
+    evolve: list[str] = Field(default_factory=list, description="Evolution styles; each harmful prompt adds one variant.")
+    evolver: Literal["auto", "rule", "teacher"] = Field(
+        default="auto", description="Who rewrites: 'teacher' (the LLM), 'rule' (offline); auto = teacher if it is an LLM.")
+    model: str = Field(default="smollm2-135m", description="Target model that answers the retain prompts.")
+    limit: int | None = Field(default=None, ge=1, description="Harmful prompts taken per harmful source.")
+    benign_limit: int | None = Field(default=None, ge=1, description="Benign prompts read per benign source.")
+    retain_ratio: float = Field(default=1.0, gt=0, description="Retain records per refusal record (paper: 1).")
+    twins: bool = Field(default=True, description="With builtin:harmful, add its benign twins and borderline prompts.")
+    seed: int = 0
+    policy: str | None = Field(default=None, description="Policy YAML path; None = SCoT taxonomy.")
+    data_dir: str | None = Field(default=None, description="Folder with public dataset copies (else $SAFETHINK_DATA_DIR).")
+    shard_size: int = Field(default=256, ge=1, description="Records per shard (the unit of atomic progress).")
+    max_new_tokens: int = Field(default=128, ge=1, description="Cap on retain answers.")
+    batch_size: int = Field(default=16, ge=1, description="Retain generation batch size.")
+    concurrency: int = Field(default=4, ge=1, description="Parallel requests to an HTTP teacher.")
+    retag: str = Field(default="teacher", description="R2D re-tagging: none, heuristic, teacher, or openai:<model>@<url>.")
+    system_prompt: str | None = Field(default=None, description="Optional system message on every record.")
+    check_eval_overlap: bool = Field(default=True, description="Warn about near-duplicates of evaluation prompts.")
+
+    def plan_hash(self) -> str:
+        """Hash of the settings that decide which records are built (not how fast)."""
+        keep = self.model_dump(exclude={"concurrency", "check_eval_overlap"})
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    id: str
+    kind: Literal["refusal", "retain"]
+    label: Literal["harmful", "benign"]
+    prompt: str | None
+    """Text sent to the model; None when an LLM evolver writes it at build time."""
+    original: str
+    style: str
+    source: str
+    categories: tuple[str, ...]
+    """Policy ids from dataset metadata (may be empty)."""
+
+
+def norm_prompt(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def _dedup(records: list[PromptRecord], seen: set[str]) -> list[PromptRecord]:
+    out = []
+    for r in records:
+        k = norm_prompt(r.user_text())
+        if k and k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
+def load_sources(cfg: BuildConfig) -> tuple[list[PromptRecord], list[PromptRecord], list[PromptRecord]]:
+    """(harmful, forced benign: twins + borderline, benign pool), deduplicated by normalised text."""
+    seen: set[str] = set()
+    harmful: list[PromptRecord] = []
+    for src in cfg.harmful:
+        harmful += load_prompts(src, label="harmful", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+    harmful = _dedup(harmful, seen)
+    forced: list[PromptRecord] = []
+    if cfg.twins and "builtin:harmful" in cfg.harmful:
+        for src in ("builtin:twins", "builtin:borderline"):
+            if src not in cfg.benign:
+                forced += load_prompts(src, label="benign")
+    forced = _dedup(forced, seen)
+    pool: list[PromptRecord] = []
+    for src in cfg.benign:
+        pool += load_prompts(src, label="benign", limit=cfg.benign_limit, seed=cfg.seed, data_dir=cfg.data_dir)
+    pool = _dedup(pool, seen)
+    return harmful, forced, pool
+
+
+def make_plan(cfg: BuildConfig, policy: Policy, *, rule_rewrite=None) -> list[PlanItem]:
+    """Refusal items (each harmful prompt + one evolved variant) then retain items, interleaved
+    so every shard mixes both. ``rule_rewrite(prompt, style, id)`` fills offline rewrites now."""
+    harmful, forced, pool = load_sources(cfg)
+    refusals: list[PlanItem] = []
+    for h in harmful:
+        cats = tuple(policy.map_category(h.category))
+        refusals.append(PlanItem(f"{h.id}#original", "refusal", "harmful", h.user_text(), h.user_text(),
+                                 "original", h.source, cats))
+        if cfg.evolve:
+            style = random.Random(f"{cfg.seed}:style:{h.id}").choice(cfg.evolve)
+            text = rule_rewrite(h.user_text(), style, h.id) if rule_rewrite else None
+            refusals.append(PlanItem(f"{h.id}#{style}", "refusal", "harmful", text, h.user_text(), style,
+                                     h.source, cats))
+    n_retain = max(round(cfg.retain_ratio * len(refusals)), len(forced))
+    k = min(max(n_retain - len(forced), 0), len(pool))
+    picked = sorted(random.Random(f"{cfg.seed}:retain").sample(range(len(pool)), k))
+    benign = forced + [pool[i] for i in picked]
+    retains = [PlanItem(f"{b.id}#retain", "retain", "benign", b.user_text(), b.user_text(), "original", b.source, ())
+               for b in benign]
+    # Interleave by position so that any prefix of the set (a shard, a resumed run) is balanced.
+    merged: list[tuple[float, int, PlanItem]] = []
+    for seq, items in ((0, refusals), (1, retains)):
+        merged += [((i + 0.5) / len(items), seq, it) for i, it in enumerate(items)]
+    plan = [it for _, _, it in sorted(merged, key=lambda t: (t[0], t[1]))]
+    ids: set[str] = set()
+    out = []
+    for it in plan:  # distinct sources can reuse ids (two files called data.csv): keep them apart
+        new_id, n = it.id, 1
+        while new_id in ids:
+            n += 1
+            new_id = f"{it.id}~{n}"
+        ids.add(new_id)
+        out.append(it if new_id == it.id else PlanItem(**{**asdict(it), "id": new_id}))
+    return out
