@@ -64,13 +64,13 @@ def test_run_stores_every_attempt_with_what_reproduces_it(spec_d):
 
 
 @pytest.mark.timeout(120)
-def test_rerun_is_idempotent_and_a_bigger_limit_adds_only_new_records(spec_d):
+def test_rerun_is_idempotent_and_a_bigger_limit_adds_only_new_records(spec_d, tiny_model):
     spec_d["datasets"][0]["limit"] = 3
-    first = run_eval(parse_spec(spec_d))
-    again = run_eval(parse_spec(spec_d))
+    first = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    again = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
     assert again.added == 0 and again.skipped == first.planned
     spec_d["datasets"][0].pop("limit")
-    more = run_eval(parse_spec(spec_d))
+    more = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
     assert more.skipped == first.planned and more.added == 11 - first.planned
     with open_store(more.out_dir) as st:
         assert st.count() == 11
@@ -78,22 +78,22 @@ def test_rerun_is_idempotent_and_a_bigger_limit_adds_only_new_records(spec_d):
 
 
 @pytest.mark.timeout(120)
-def test_added_judge_is_backfilled_and_changed_generation_is_refused(spec_d):
-    run_eval(parse_spec(spec_d))
+def test_added_judge_is_backfilled_and_changed_generation_is_refused(spec_d, tiny_model):
+    run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
     spec_d["judges"] = [{"name": "test-parity"}, {"name": "test-half", "label": "strongreject"}]
-    res = run_eval(parse_spec(spec_d))
+    res = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
     assert res.added == 0 and res.rejudged == 11
     with open_store(res.out_dir) as st:
         assert all(set(a.verdicts) == {"test-parity", "strongreject"} for a in st.attempts())
     spec_d["generation"]["max_new_tokens"] = 7
     with pytest.raises(SpecError, match="different settings"):
-        run_eval(parse_spec(spec_d))
+        run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
 
 
 @pytest.mark.timeout(120)
-def test_blocked_requests_are_stored_with_the_guard_action(spec_d):
+def test_blocked_requests_are_stored_with_the_guard_action(spec_d, tiny_model):
     spec_d["defences"] = [{"guard": "test-slow", "args": {"block": "POISON"}, "name": "blocker"}]
-    res = run_eval(parse_spec(spec_d))
+    res = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
     with open_store(res.out_dir) as st:
         blocked = [a for a in st.attempts() if a.guard_action == "blocked"]
     assert [(a.attack, _short(a.record_id)) for a in blocked] == [("test-upper", "h3")]
@@ -131,7 +131,7 @@ run_eval(load_spec(sys.argv[1]))
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_attempt(spec_d, tmp_path):
+def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_attempt(spec_d, tmp_path, tiny_model):
     # 7 prompts x (2 attacks on harmful + verbatim benign) = 11 attempts, 1 per batch, 0.4 s each.
     spec_d["defences"] = [{"guard": "test-slow", "args": {"delay": 0.4}, "name": "plain"}]
     spec_d["generation"]["batch_size"] = 1
@@ -161,7 +161,7 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_attempt(spec_d
         at_kill = c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
     assert 3 <= at_kill < 11
 
-    res = run_eval(parse_spec(spec_d))
+    res = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
     assert res.skipped == at_kill and res.added == 11 - at_kill
     with sqlite3.connect(db) as c:
         n, distinct = c.execute("SELECT COUNT(*), COUNT(DISTINCT attempt_key) FROM attempts").fetchone()

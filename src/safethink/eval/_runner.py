@@ -58,8 +58,18 @@ class EvalResult:
     """Stored attempts that got a verdict from a judge added since they were run."""
 
 
-def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None) -> EvalResult:
-    """Run (or resume) every attempt of the spec's matrix and store it; see :class:`EvalResult`."""
+def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
+             models: dict[str, Any] | None = None) -> EvalResult:
+    """Run (or resume) every attempt of the spec's matrix and store it; see :class:`EvalResult`.
+
+    ``models`` maps a model entry's display name to an already loaded :class:`ChatModel` (for
+    callers that hold one, e.g. right after training); other models are loaded from their spec,
+    once each, and closed when their cells are done.
+    """
+    preloaded = dict(models or {})
+    unknown = set(preloaded) - {m.display for m in spec.models}
+    if unknown:
+        raise SpecError(f"models= names {sorted(unknown)} that are not in the spec's models")
     emit = progress or (lambda _e: None)
     import_plugins(spec)
     check_names(spec)
@@ -101,10 +111,13 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None) -> Eva
             mine = [c for c in cells if c.model is m and c.pending]
             if not mine:
                 continue
-            emit(ProgressEvent("load", message=m.display))
-            from ..models import load_model
+            if m.display in preloaded:
+                model = preloaded[m.display]
+            else:
+                emit(ProgressEvent("load", message=m.display))
+                from ..models import load_model
 
-            model = load_model(m.spec, adapter=m.adapter, **m.options)
+                model = load_model(m.spec, adapter=m.adapter, **m.options)
             try:
                 for c in mine:
                     emit(ProgressEvent("cell", total=len(c.pending), cell=c.title))
@@ -117,7 +130,7 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None) -> Eva
                         emit(ProgressEvent("advance", n=len(idx), cell=c.title))
             finally:
                 close = getattr(model, "close", None)
-                if close:
+                if close and m.display not in preloaded:
                     close()
         rejudged = _backfill_verdicts(store, [k for c in cells for k in c.keys], judges, emit)
         store.finish_run(run_id, added)
