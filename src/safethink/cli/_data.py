@@ -1,0 +1,153 @@
+"""``safethink data build | check | show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ._common import console, err_console, quiet_hf
+
+data_app = typer.Typer(help="Build and check SCoT / R2D training data.", no_args_is_help=True)
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@data_app.command("build")
+def build(
+    method: Annotated[str, typer.Option(help="scot or r2d")],
+    harmful: Annotated[list[str], typer.Option(help="Harmful source: advbench, harmbench, jbb-harmful, strongreject, "
+                                                    "builtin:harmful, a hub id or a file (repeatable).")],
+    benign: Annotated[list[str], typer.Option(help="Benign source: harmless, alpaca, dolly, jbb-benign, xstest-safe, "
+                                                   "builtin:benign, a file ... (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Output directory (shards + manifest.json).")],
+    teacher: Annotated[str, typer.Option(help="structured (offline) or openai:<model>@<url>.")] = "structured",
+    evolve: Annotated[str, typer.Option(help="Evolution styles: all, none, or a comma list of "
+                                             "slang,uncommon_dialects,role_play,evidence_based_persuasion,"
+                                             "logical_appeal,expert_endorsement.")] = "none",
+    evolver: Annotated[str, typer.Option(help="auto, rule (offline) or teacher (the LLM).")] = "auto",
+    model: Annotated[str, typer.Option(help="Target model spec that answers the retain prompts.")] = "smollm2-135m",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Harmful prompts per harmful source.")] = None,
+    benign_limit: Annotated[Optional[int], typer.Option(min=1, help="Prompts read per benign source.")] = None,
+    retain_ratio: Annotated[float, typer.Option(min=0.01, help="Retain records per refusal record.")] = 1.0,
+    twins: Annotated[bool, typer.Option("--twins/--no-twins", help="With builtin:harmful, add its benign twins and "
+                                                                   "borderline prompts to the retain side.")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    policy: Annotated[Optional[Path], typer.Option(help="Policy YAML (default: the SCoT taxonomy).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder of public dataset copies (or SAFETHINK_DATA_DIR).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Cap on retain answers.")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Retain generation batch size.")] = 16,
+    concurrency: Annotated[int, typer.Option(min=1, help="Parallel requests to an HTTP teacher.")] = 4,
+    retag: Annotated[str, typer.Option(help="R2D pivot re-tagging: teacher, heuristic, none, or openai:<model>@<url>.")] = "teacher",
+    shard_size: Annotated[int, typer.Option(min=1)] = 256,
+    system_prompt: Annotated[Optional[str], typer.Option(help="System message added to every record.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Discard whatever --out holds.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Retain-answer cache (default: under SAFETHINK_HOME).")] = None,
+) -> None:
+    """Build a SCoT or R2D training set; re-run the same command to resume an interrupted build."""
+    from ..synth import BuildConfig, build_dataset, parse_styles
+    from ._common import progress_bar
+
+    from pydantic import ValidationError
+
+    from ..errors import InputError
+
+    quiet_hf()
+    try:
+        cfg = BuildConfig(
+            method=method, harmful=_split(harmful), benign=_split(benign), teacher=teacher, evolve=parse_styles(evolve),
+            evolver=evolver, model=model, limit=limit, benign_limit=benign_limit, retain_ratio=retain_ratio, twins=twins,
+            seed=seed, policy=str(policy) if policy else None, data_dir=str(data_dir) if data_dir else None,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, retag=retag,
+            shard_size=shard_size, system_prompt=system_prompt,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise InputError(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}") from None
+    bars: dict = {}
+    stack = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "records":
+            if "records" not in bars:
+                cm = progress_bar("building records", total)
+                bars["records"] = (cm.__enter__(), 0)
+                stack.append(cm)
+            adv, last = bars["records"]
+            adv(done - last)
+            bars["records"] = (adv, done)
+
+    try:
+        res = build_dataset(cfg, out, progress=progress, cache_dir=cache_dir, overwrite=overwrite)
+    finally:
+        for cm in reversed(stack):
+            cm.__exit__(None, None, None)
+    m = res.manifest
+    if res.near_duplicates:
+        err_console.print(f"[yellow]warning:[/] {len(res.near_duplicates)} training prompts are near-duplicates of "
+                          f"evaluation prompts, e.g. {res.near_duplicates[0].train_id} ~ {res.near_duplicates[0].eval_id}"
+                          "; do not evaluate on those sets, or drop them", highlight=False)
+    ts = res.teacher_stats
+    if ts.get("fallbacks"):
+        err_console.print(f"[yellow]warning:[/] the LLM teacher failed on {ts['fallbacks']} prompts; the structured "
+                          f"teacher wrote those (first error: {ts['errors'][0] if ts['errors'] else '?'})", highlight=False)
+    _summary(m.counts, f"{m.method} set in {out}")
+    console.print(f"teacher {m.teacher} | policy {m.policy} | styles {', '.join(m.styles) or 'none'} | "
+                  f"{len(m.shards)} shard(s) | content {m.content_hash[:16]}"
+                  + (f" | resumed {res.resumed}" if res.resumed else "")
+                  + (f" | repairs {ts['repairs']}" if ts.get("repairs") else ""), highlight=False)
+
+
+def _summary(counts: dict, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("group")
+    table.add_column("value")
+    table.add_column("records", justify="right")
+    table.add_row("total", "", str(counts.get("total", 0)))
+    for key in ("by_kind", "by_label", "by_style", "by_category", "by_source"):
+        for k, v in (counts.get(key) or {}).items():
+            table.add_row(key[3:], str(k), str(v))
+    console.print(table)
+
+
+@data_app.command("check")
+def check(directory: Annotated[Path, typer.Argument(help="A directory written by 'safethink data build'.")]) -> None:
+    """Validate a built set (format, hashes, pivot placement, label balance) and summarise it."""
+    from ..synth import check_dataset
+
+    rep = check_dataset(directory)
+    counts = {"total": rep.records, **{f"by_{k}": dict(sorted(v.items())) for k, v in rep.counts.items()}}
+    _summary(counts, f"check {directory}")
+    for w in rep.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for e in rep.errors:
+        err_console.print(f"[red]error:[/] {e}", highlight=False, markup=False)
+    if not rep.ok:
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/]: {rep.records} records")
+
+
+@data_app.command("show")
+def show(
+    source: Annotated[str, typer.Argument(help="Dataset name, hub id, builtin:<set> or file.")],
+    label: Annotated[Optional[str], typer.Option(help="harmful or benign")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 5,
+    seed: Annotated[int, typer.Option()] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option()] = None,
+) -> None:
+    """Print a few prompts of a source as PromptRecord JSON lines (to check a loader or column map)."""
+    from ..data import load_prompts
+
+    if label not in (None, "harmful", "benign"):
+        raise typer.BadParameter("--label must be harmful or benign")
+    for r in load_prompts(source, label=label, limit=limit, seed=seed,  # type: ignore[arg-type]
+                          data_dir=str(data_dir) if data_dir else None):
+        typer.echo(r.model_dump_json(exclude_defaults=True))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
