@@ -1,0 +1,105 @@
+"""``safethink serve`` (OpenAI-compatible server) and ``safethink guards`` (list the guards)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError, SpecError
+from ._common import console, err_console, quiet_hf
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def parse_guard_args(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML scalars (``3``, ``true``, ``rollback``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--guard-arg {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def auto_guard(adapter: Path | None) -> str:
+    """The guard that fits a safethink training run: r2d -> r2d-pivot, scot -> scot, else none."""
+    if adapter is None:
+        return "none"
+    run = adapter / "safethink_run.json"
+    if not run.is_file():
+        return "none"
+    try:
+        method = json.loads(run.read_text(encoding="utf-8")).get("method")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise InputError(f"not a JSON object: {e}", path=str(run)) from None
+    return {"r2d": "r2d-pivot", "scot": "scot"}.get(method, "none")
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="Model spec: smollm2-135m, hf:<id|path>, openai:<model>@<url>, vllm:<id>, llamacpp:<file>")] = "smollm2-135m",
+    adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter directory (or a safethink run dir).")] = None,
+    guard: Annotated[str, typer.Option(help="Guard name (see `safethink guards`); auto picks from the run's method.")] = "auto",
+    guard_arg: Annotated[Optional[list[str]], typer.Option("--guard-arg", help="Guard option KEY=VALUE (repeatable).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (default: env SAFETHINK_API_KEY).")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the spec).")] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 64,
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a request gets 504.")] = 300.0,
+    max_request_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: auto)")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")] = None,
+) -> None:
+    """Serve a guarded model over the OpenAI chat-completions API."""
+    from ..guard import GUARDS
+    from ..models import load_model, parse_model_spec
+    from ..serve import API_KEY_ENV, create_app
+
+    parse_model_spec(model)  # fail fast on a bad spec, before loading anything
+    name = auto_guard(adapter) if guard == "auto" else guard
+    guard_obj = GUARDS.create(name, **parse_guard_args(guard_arg or []))
+    key = api_key or os.environ.get(API_KEY_ENV) or None
+    if host not in LOOPBACK and key is None:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without an API key; anyone who can reach "
+                          f"this port can use the model (set --api-key or {API_KEY_ENV})")
+    try:
+        import uvicorn
+    except ImportError:
+        from ..errors import MissingExtraError
+
+        raise MissingExtraError("uvicorn", "serve", "safethink serve") from None
+    quiet_hf()
+    m = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
+    app = create_app(m, guard_obj, api_key=key, model_name=model_name, max_request_bytes=max_request_bytes,
+                     max_concurrency=max_concurrency, timeout_s=timeout, max_batch=max_batch)
+    served = model_name or m.spec
+    err_console.print(f"serving [bold]{served}[/] with guard [bold]{name}[/] on http://{host}:{port}/v1"
+                      f" ({'API key required' if key else 'no API key'})", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def guards() -> None:
+    """List the guards: name, kind and where the defence comes from."""
+    from ..guard import GUARDS
+
+    table = Table(title="guards")
+    for col in ("name", "kind", "source", "what it does"):
+        table.add_column(col)
+    for name, cls in GUARDS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, getattr(cls, "kind", ""), getattr(cls, "paper", "") or "safethink", doc)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("guards")(guards)

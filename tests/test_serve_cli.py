@@ -1,0 +1,80 @@
+"""``safethink serve`` as a real subprocess on 127.0.0.1, and its option parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from safethink.cli._serve import auto_guard, parse_guard_args
+from safethink.errors import InputError, SpecError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(240)
+def test_serve_command_answers_openai_clients(tiny_dir, tmp_path):
+    port = free_port()
+    env = {**os.environ, "SAFETHINK_API_KEY": "env-key", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "safethink.cli", "serve", "--model", f"hf:{tiny_dir}", "--port", str(port),
+           "--guard", "r2d", "--model-name", "tiny", "--device", "cpu"]
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.5)
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert health["guard"] == "r2d" and health["model"] == "tiny"
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="env-key", max_retries=0)
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        assert isinstance(r.choices[0].message.content, str) and r.usage.completion_tokens >= 1
+        with pytest.raises(openai.AuthenticationError):  # the key came from the environment
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="other", max_retries=0).models.list()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def test_serve_rejects_a_bad_guard_before_loading(tiny_dir):
+    r = subprocess.run([sys.executable, "-m", "safethink.cli", "serve", "--model", f"hf:{tiny_dir}",
+                        "--guard", "r2d-pivot", "--guard-arg", "on_unsafe=explode"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "on_unsafe" in r.stderr
+
+
+def test_guard_args_are_yaml_scalars():
+    assert parse_guard_args(["on_unsafe=rollback", "fail_closed=true", "concern_chars=80"]) == {
+        "on_unsafe": "rollback", "fail_closed": True, "concern_chars": 80}
+    with pytest.raises(SpecError):
+        parse_guard_args(["no-equals-sign"])
+
+
+def test_auto_guard_follows_the_training_method(tmp_path):
+    assert auto_guard(None) == "none"
+    assert auto_guard(tmp_path) == "none"
+    for method, guard in (("r2d", "r2d-pivot"), ("scot", "scot"), ("other", "none")):
+        (tmp_path / "safethink_run.json").write_text(json.dumps({"method": method}))
+        assert auto_guard(tmp_path) == guard
+    (tmp_path / "safethink_run.json").write_text("{broken")
+    with pytest.raises(InputError, match="safethink_run.json"):
+        auto_guard(tmp_path)
