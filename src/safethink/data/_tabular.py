@@ -58,7 +58,7 @@ def _read_csv(p: Path, delimiter: str) -> list[Row]:
         header = [h.strip() or f"column{i}" for i, h in enumerate(header)]
         try:
             for cells in reader:
-                if not any(c.strip() for c in cells):
+                if not cells or all(c == "" for c in cells):  # a blank line, not an empty value
                     continue
                 if len(cells) != len(header):
                     raise InputError(
