@@ -1,0 +1,65 @@
+"""``safethink quickstart``: the whole journey on the bundled model, offline, with a before/after table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._common import console, err_console, quiet_hf
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.0f}%"
+
+
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Output directory (stages are cached here and resumed).")] = Path("runs/quickstart"),
+    fast: Annotated[bool, typer.Option("--fast", help="A few minutes: fewer prompts, attacks and steps.")] = False,
+    model: Annotated[str, typer.Option(help="Target model spec.")] = "smollm2-135m",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,
+    evaluate base vs defended models under attack, print the before/after table, write the HTML report."""
+    from ..models import parse_model_spec
+    from ..quickstart import QuickstartConfig, run_quickstart, summarise
+
+    parse_model_spec(model)
+    quiet_hf()
+    cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed)
+    t0 = time.perf_counter()
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console)
+    tasks: dict[str, int] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = prog.add_task(what, total=total or None)
+        prog.update(tasks[what], completed=done, total=total or None)
+
+    with prog:
+        rows, files = run_quickstart(cfg, progress)
+    _, attacks, sets = summarise(out / "eval")
+    table = Table(title=f"safethink quickstart ({model}, held-out prompts, {'fast' if fast else 'full'})")
+    table.add_column("variant", style="bold")
+    for a in attacks:
+        table.add_column(f"ASR {a}", justify="right")
+    table.add_column("ASR all [95% CI]", justify="right")
+    for s in sets:
+        table.add_column(f"refused {s}", justify="right")
+    table.add_column("benign answered", justify="right")
+    for r in rows:
+        lo, hi = r.asr_ci
+        table.add_row(r.variant, *[_pct(r.asr.get(a, float("nan"))) for a in attacks],
+                      f"{_pct(r.asr_all)} [{_pct(lo)}-{_pct(hi)}]",
+                      *[_pct(r.over_refusal.get(s, float("nan"))) for s in sets], _pct(r.benign_answer))
+    console.print(table)
+    console.print(f"report: {files.html}  ({time.perf_counter() - t0:.0f} s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quickstart")(quickstart)

@@ -1,0 +1,313 @@
+"""The main job: from the built-in seed set to a defended, measured model, offline.
+
+Stages (each cached in the output directory and resumed when run again):
+
+1. ``split``  - split the built-in seed set into train and held-out parts. A harmful request and its
+   benign twin always land on the same side, so no held-out prompt has a twin in training.
+2. ``data``   - build SCoT and R2D training sets with the offline structured teacher; the retain
+   answers are written by the target model itself (self-distillation, cached and shared).
+3. ``train``  - train a LoRA adapter per method on the target model.
+4. ``eval``   - evaluate base vs base + a prompt-only defence vs SCoT vs R2D vs R2D + the pivot guard
+   on the held-out prompts: harmful ones under several attacks, benign twins, ordinary requests and
+   safe-but-scary ones; every attempt judged and stored.
+5. ``report`` - the before/after table and the HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .io import atomic_write_text
+
+Stage = Literal["split", "data", "train", "eval", "report"]
+
+DEFAULT_ATTACKS = (
+    "none", "prefix-injection", "refusal-suppression", "style-injection", "aim",
+    "evil-confidant", "past-tense", "payload-splitting", "distractors", "leetspeak",
+)
+FAST_ATTACKS = DEFAULT_ATTACKS[:8]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the before/after table: a model (base or adapter) behind a defence."""
+
+    name: str
+    adapter: str | None
+    """``scot`` / ``r2d`` (the trained adapter) or None for the base model."""
+    guard: str
+    guard_args: dict[str, Any] = field(default_factory=dict)
+
+
+VARIANTS = (
+    Variant("base", None, "none"),
+    Variant("base + self-reminder", None, "self-reminder"),
+    Variant("SCoT", "scot", "scot"),
+    Variant("R2D", "r2d", "r2d"),
+    Variant("R2D + pivot guard", "r2d", "r2d-pivot"),
+)
+
+
+@dataclass
+class QuickstartConfig:
+    """Sizes of the quickstart; ``fast`` shrinks everything to a few minutes."""
+
+    out: Path
+    model: str = "smollm2-135m"
+    fast: bool = False
+    seed: int = 0
+    eval_fraction: float = 0.25
+    """Share of each seed set held out for evaluation (never trained on)."""
+    eval_harmful: int = 24
+    eval_benign: int = 16
+    """Held-out records per benign set (twins, ordinary, safe-but-scary)."""
+    train_harmful: int | None = 80
+    """Harmful training prompts (None: all of the training split); each brings its benign twin."""
+    extra_benign_ratio: float = 0.5
+    """Ordinary and safe-but-scary training prompts, each this many per harmful one."""
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    max_new_tokens: int = 192
+    retain_tokens: int = 128
+    epochs: float = 2.0
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0) -> QuickstartConfig:
+        if fast:
+            return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=4, eval_benign=4,
+                       train_harmful=24, attacks=FAST_ATTACKS, max_new_tokens=160, retain_tokens=96, epochs=1.0)
+        return cls(out=out, model=model, seed=seed)
+
+
+ProgressFn = Callable[[str, int, int], None]
+"""``(what, done, total)``; total 0 means a status message without a count."""
+
+
+def _quiet(_what: str, _done: int, _total: int) -> None:
+    return None
+
+
+# ------------------------------------------------------------------ 1. split
+def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
+    """Write train / held-out JSONL files of the built-in seed set (deterministic under the seed)."""
+    from .data import load_prompts
+
+    d = cfg.out / "splits"
+    names = ("harmful_train", "twins_train", "benign_train", "borderline_train",
+             "harmful_eval", "twins_eval", "benign_eval", "borderline_eval")
+    paths = {n: d / f"{n}.jsonl" for n in names}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    rng = random.Random(cfg.seed)
+    harmful = load_prompts("builtin:harmful")
+    twins = {r.meta.get("twin_of"): r for r in load_prompts("builtin:twins")}
+    pairs = [(h, twins.get(h.meta.get("seed_id"))) for h in harmful]
+    rng.shuffle(pairs)
+    n_eval = max(1, round(len(pairs) * cfg.eval_fraction))
+    # Hold out pairs evenly over categories so every rule is tested.
+    by_cat: dict[str, list] = {}
+    for p in pairs:
+        by_cat.setdefault(p[0].category or "?", []).append(p)
+    eval_pairs: list = []
+    while len(eval_pairs) < n_eval and any(by_cat.values()):
+        for cat in sorted(by_cat):
+            if by_cat[cat] and len(eval_pairs) < n_eval:
+                eval_pairs.append(by_cat[cat].pop())
+    eval_ids = {h.id for h, _ in eval_pairs}
+    train_pairs = [p for p in pairs if p[0].id not in eval_ids][:cfg.train_harmful]
+
+    def rows(records, label):
+        return [{"id": r.meta.get("seed_id", r.id), "prompt": r.prompt, "label": label, "category": r.category}
+                for r in records if r]
+
+    def split(records):
+        records = list(records)
+        rng.shuffle(records)
+        k = max(1, round(len(records) * cfg.eval_fraction))
+        return records[k:], records[:k]
+
+    benign_tr, benign_ev = split(load_prompts("builtin:benign"))
+    border_tr, border_ev = split(load_prompts("builtin:borderline"))
+    # Training mix: every harmful request with its benign twin (same topic, benign intent), plus
+    # ordinary and safe-but-scary requests, so the model learns intent rather than topic.
+    n_extra = max(1, round(len(train_pairs) * cfg.extra_benign_ratio))
+    benign_tr, border_tr = benign_tr[:n_extra], border_tr[:n_extra]
+    content = {
+        "harmful_train": rows([h for h, _ in train_pairs], "harmful"),
+        "twins_train": rows([t for _, t in train_pairs], "benign"),
+        "benign_train": rows(benign_tr, "benign"),
+        "borderline_train": rows(border_tr, "benign"),
+        "harmful_eval": rows([h for h, _ in eval_pairs], "harmful"),
+        "twins_eval": rows([t for _, t in eval_pairs], "benign"),
+        "benign_eval": rows(benign_ev, "benign"),
+        "borderline_eval": rows(border_ev, "benign"),
+    }
+    for name, rs in content.items():
+        atomic_write_text(paths[name], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs))
+    return paths
+
+
+# ------------------------------------------------------------------ 2. data
+def build_training_sets(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet,
+                        retain_model: Any = None) -> dict[str, Path]:
+    """SCoT and R2D sets from the training split; both share the cached self-distilled answers."""
+    from .synth import BuildConfig, build_dataset
+
+    out = {}
+    for method in ("scot", "r2d"):
+        bc = BuildConfig(
+            method=method, harmful=[str(splits["harmful_train"])],
+            benign=[str(splits["twins_train"]), str(splits["borderline_train"]), str(splits["benign_train"])],
+            teacher="structured", model=cfg.model, seed=cfg.seed,
+            retain_ratio=_retain_ratio(splits),
+            max_new_tokens=cfg.retain_tokens, check_eval_overlap=False,
+        )
+        dest = cfg.out / "data" / method
+        build_dataset(bc, dest, cache_dir=cfg.out / "cache" / "retain", retain_model=retain_model,
+                      progress=lambda what, done, total, m=method: progress(f"data {m}: {what}", done, total))
+        out[method] = dest
+    return out
+
+
+def _retain_ratio(splits: dict[str, Path]) -> float:
+    """The ratio that makes the builder keep every benign training prompt of the split."""
+    def n(name: str) -> int:
+        return sum(1 for line in splits[name].read_text().splitlines() if line.strip())
+
+    benign = n("twins_train") + n("borderline_train") + n("benign_train")
+    return benign / max(1, n("harmful_train"))
+
+
+# ------------------------------------------------------------------ 3. train
+def train_adapters(cfg: QuickstartConfig, data: dict[str, Path], progress: ProgressFn = _quiet) -> dict[str, Path]:
+    from .train import load_train_config, train
+
+    runs = {}
+    for method in ("scot", "r2d"):
+        dest = cfg.out / "runs" / method
+        runs[method] = dest
+        if (dest / "safethink_run.json").is_file():
+            continue
+        overrides = {"method": method, "epochs": cfg.epochs, "seed": cfg.seed, **cfg.train_overrides}
+        tc = load_train_config(preset="cpu-small", overrides=overrides)
+        progress(f"train {method}", 0, 0)
+        train(tc, model=cfg.model, data=data[method], out=dest, keep_checkpoints=False,
+              callbacks=[_StepProgress(lambda d, t, m=method: progress(f"train {m}", d, t))])
+    return runs
+
+
+def _StepProgress(fn: Callable[[int, int], None]) -> Any:
+    """A TrainerCallback that reports optimizer steps to ``fn(done, total)``."""
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            fn(state.global_step, state.max_steps)
+
+    return StepProgress()
+
+
+# ------------------------------------------------------------------ 4. eval
+def eval_specs(cfg: QuickstartConfig, splits: dict[str, Path], runs: dict[str, Path]) -> list[Any]:
+    """One eval spec per variant, all writing to the same results store."""
+    from .eval import parse_spec
+
+    datasets = [
+        {"source": str(splits["harmful_eval"]), "label": "harmful", "limit": cfg.eval_harmful, "name": "held-out harmful"},
+        {"source": str(splits["twins_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "benign twins"},
+        {"source": str(splits["benign_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "ordinary"},
+        {"source": str(splits["borderline_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "safe-but-scary"},
+    ]
+    specs = []
+    for v in VARIANTS:
+        model = {"spec": cfg.model, "name": v.name.split(" + ")[0]}
+        if v.adapter:
+            model["adapter"] = str(runs[v.adapter])
+        specs.append(parse_spec({
+            "name": "quickstart", "models": [model],
+            "defences": [{"guard": v.guard, "args": v.guard_args, "name": v.name}],
+            "attacks": [{"name": a} for a in cfg.attacks], "datasets": datasets,
+            "judges": [{"name": "default", "primary": True}],
+            "generation": {"max_new_tokens": cfg.max_new_tokens, "batch_size": 16},
+            "seed": cfg.seed, "out": str(cfg.out / "eval"),
+        }, source="quickstart"))
+    return specs
+
+
+def run_evaluations(cfg: QuickstartConfig, splits: dict[str, Path], runs: dict[str, Path],
+                    progress: ProgressFn = _quiet) -> Path:
+    from .eval import run_eval
+
+    for spec in eval_specs(cfg, splits, runs):
+        name = spec.defences[0].display
+        state = {"done": 0, "total": 0}
+
+        def on_event(e, name=name, state=state):
+            if e.kind == "plan":
+                state["total"], state["done"] = e.total, e.done
+            elif e.kind == "advance":
+                state["done"] += e.n
+            progress(f"eval {name}", state["done"], state["total"])
+
+        run_eval(spec, progress=on_event)
+    return cfg.out / "eval"
+
+
+# ------------------------------------------------------------------ 5. report
+@dataclass
+class SummaryRow:
+    variant: str
+    asr: dict[str, float]
+    """attack -> ASR on held-out harmful prompts."""
+    asr_all: float
+    asr_ci: tuple[float, float]
+    over_refusal: dict[str, float]
+    """benign set -> refusal rate."""
+    benign_answer: float
+
+
+def summarise(eval_dir: Path) -> tuple[list[SummaryRow], list[str], list[str]]:
+    """The before/after table, computed from the stored attempts (a pure function of the log)."""
+    from .eval import compute_metrics, load_attempts
+
+    m = compute_metrics(load_attempts(eval_dir))
+    rows = []
+    attacks = [a for a in m.attacks]
+    sets = [d for d in m.datasets if any(k[2] == d for k in m.over_refusal)]
+    for v in VARIANTS:
+        pairs = [(mo, de) for (mo, de, at) in m.asr if de == v.name]
+        if not pairs:
+            continue
+        mo, de = pairs[0]
+        allr = m.asr[(mo, de, "(all)")]
+        rows.append(SummaryRow(
+            variant=v.name,
+            asr={a: m.asr[(mo, de, a)].rate for a in attacks if (mo, de, a) in m.asr},
+            asr_all=allr.rate, asr_ci=allr.ci,
+            over_refusal={s: m.over_refusal[(mo, de, s)].rate for s in sets if (mo, de, s) in m.over_refusal},
+            benign_answer=m.benign_answer[(mo, de)].rate if (mo, de) in m.benign_answer else float("nan"),
+        ))
+    return rows, attacks, sets
+
+
+def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet) -> tuple[list[SummaryRow], Any]:
+    """Every stage in order; stages already done are skipped. Returns the table and report files."""
+    from .eval import render_report
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg.out / "quickstart.json", json.dumps(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}, indent=1, default=str))
+    progress("split seed set", 0, 0)
+    splits = split_seed_set(cfg)
+    data = build_training_sets(cfg, splits, progress)
+    runs = train_adapters(cfg, data, progress)
+    eval_dir = run_evaluations(cfg, splits, runs, progress)
+    progress("report", 0, 0)
+    files = render_report(eval_dir)
+    rows, _, _ = summarise(eval_dir)
+    return rows, files
