@@ -248,3 +248,21 @@ def test_near_copy_check_catches_reworded_punctuation_and_case():
     ]
     hits = _near_copies(ours, public)
     assert sorted(h.split(":")[0] for h in hits) == ["a", "b", "c", "e"]
+
+
+def test_policy_ids_match_the_default_policy():
+    """The seed categories are the rule ids the SCoT policy reasons over, so they must stay in step."""
+    from safethink.data import default_policy
+
+    assert set(default_policy().ids) == set(POLICY_IDS)
+
+
+def test_builtin_sets_pass_the_training_leak_check(shared_data):
+    """`safethink data build` warns on near-copies of evaluation prompts; the built-in seeds must raise none."""
+    from safethink.data import EVAL_SOURCES, find_near_duplicates, load_eval_prompts, load_prompts
+
+    evals = load_eval_prompts(EVAL_SOURCES, data_dir=str(shared_data))
+    assert len(evals) >= 500, "evaluation sets did not load from the shared data folder"
+    seeds = [r for name in KEYS for r in load_prompts(f"builtin:{name}")]
+    assert len(seeds) >= sum(MIN_TOTAL.values())
+    assert find_near_duplicates(seeds, evals) == []
