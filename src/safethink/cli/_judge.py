@@ -1,0 +1,116 @@
+"""``safethink judge``: add verdicts (refused, score, judge) to a JSONL file of answers.
+
+Verdicts are appended to ``OUT.partial`` chunk by chunk, so a killed run (an LLM judge over a big
+file) resumes where it stopped; the output file itself is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from ._common import console, err_console, progress_bar, quiet_hf
+
+
+def read_judge_input(path: Path) -> list[tuple[int, dict]]:
+    """Lines with string ``prompt`` and ``response``; errors name the file and line."""
+    from ..io import iter_jsonl
+
+    rows = []
+    for n, obj in iter_jsonl(path):
+        for key in ("prompt", "response"):
+            if not isinstance(obj.get(key), str):
+                got = "missing" if key not in obj else f"a {type(obj[key]).__name__}"
+                raise InputError(f"expected a string {key!r} ({got})", path=str(path), line=n)
+        rows.append((n, obj))
+    if not rows:
+        raise InputError("no lines to judge", path=str(path))
+    return rows
+
+
+def _partial_header(input_path: Path, spec: str) -> dict:
+    digest = hashlib.sha256(input_path.read_bytes()).hexdigest()
+    return {"partial_of": str(input_path), "input_sha256": digest, "judge": spec}
+
+
+def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
+    """Finished rows from an earlier run of the same judge on the same input (else nothing)."""
+    if not partial.is_file():
+        return {}
+    done: dict[int, dict] = {}
+    with partial.open(encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    try:
+        if not lines or json.loads(lines[0]) != header:
+            return {}
+        for line in lines[1:]:
+            rec = json.loads(line)
+            done[int(rec["line"])] = rec["row"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        pass  # a torn last line from a kill: keep what parsed
+    return done
+
+
+def judge_cmd(
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: each line has 'prompt' and 'response'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL written: input lines plus refused, score, judge.")],
+    judge: Annotated[str, typer.Option(help="Judge name (or spec name?k=v): default, keyword-gcg, keyword-jbb, "
+                                            "keyword-xstest, refusal-classifier, harmbench, llama-guard, strongreject.")] = "default",
+    judge_arg: Annotated[Optional[list[str]], typer.Option("--judge-arg", help="Judge argument key=value (repeatable), "
+                                                           "e.g. model=openai:gpt-4o-mini@https://api.openai.com/v1")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Lines judged (and checkpointed) together.")] = 64,
+) -> None:
+    """Judge answers: was it a refusal, and how harmful is the compliance (0-1)?"""
+    import safethink.judges  # noqa: F401  (populates the registry)
+    from ..io import write_jsonl
+    from ..judges import JudgeInput, load_judge, parse_judge_args
+
+    args = parse_judge_args(judge_arg or [])
+    rows = read_judge_input(input)  # bad input fails before any model loads
+    quiet_hf()
+    j = load_judge(judge, **args)
+    partial = output.with_name(output.name + ".partial")
+    header = _partial_header(input, j.spec)
+    done = _load_partial(partial, header)
+    if done:
+        err_console.print(f"resuming: {len(done)} of {len(rows)} lines already judged")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    todo = [(n, obj) for n, obj in rows if n not in done]
+    with partial.open("w" if not done else "a", encoding="utf-8") as pf:
+        if not done:
+            pf.write(json.dumps(header) + "\n")
+        with progress_bar(f"judging ({j.spec})", len(rows)) as advance:
+            advance(len(rows) - len(todo))
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo[start:start + chunk_size]
+                verdicts = j.judge([JudgeInput(prompt=o["prompt"], response=o["response"]) for _, o in chunk])
+                for (n, obj), v in zip(chunk, verdicts):
+                    row = {**obj, "refused": v.refused, "score": round(float(v.score), 6), "judge": v.judge,
+                           "explanation": v.explanation}
+                    done[n] = row
+                    pf.write(json.dumps({"line": n, "row": row}, ensure_ascii=False) + "\n")
+                pf.flush()
+                os.fsync(pf.fileno())
+                advance(len(chunk))
+    out_rows = [done[n] for n, _ in rows]
+    write_jsonl(output, out_rows)
+    partial.unlink(missing_ok=True)
+    refused = sum(r["refused"] for r in out_rows)
+    table = Table(title=f"judge {j.spec}")
+    for col in ("lines", "refused", "complied", "mean score"):
+        table.add_column(col, justify="right")
+    table.add_row(str(len(out_rows)), str(refused), str(len(out_rows) - refused),
+                  f"{sum(r['score'] for r in out_rows) / len(out_rows):.3f}")
+    console.print(table)
+    console.print(f"wrote {len(out_rows)} lines to {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("judge")(judge_cmd)
