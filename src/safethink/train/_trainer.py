@@ -1,0 +1,112 @@
+"""TRL's SFTTrainer with the SCoT and R2D losses; only ``compute_loss`` changes.
+
+The forward pass is TRL's fused LM head (per-token log-probabilities without materialising the
+``[B, T, V]`` logits). CPO needs logits at the few ``[SAFE]``/``[UNSAFE]`` label positions only,
+so the trainer keeps the backbone's last hidden states (a forward hook) and projects just those
+rows through the output layer: the extra cost is ``N_pivots x V x H``, not a second forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from trl import SFTTrainer
+
+from ._losses import cpo_from_pivot_logits, pivot_positions, weighted_token_nll
+from ._trainer_config import SafetySFTConfig
+
+
+def _pretrained(model: Any) -> Any:
+    """The transformers model under PEFT / accelerate wrappers."""
+    m = getattr(model, "module", model)
+    return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+
+def _expose_head_bias(model: Any) -> None:
+    """TRL's fused LM head reads ``lm_head.bias``; PEFT's trainable-token wrapper (R2D's new rows)
+    only forwards ``weight``. Give the wrapper the base layer's ``None`` bias so both work."""
+    head = model.get_output_embeddings()
+    base = getattr(getattr(head, "token_adapter", None), "base_layer", None)
+    if base is None or hasattr(head, "bias"):
+        return
+    if base.bias is not None:
+        raise ValueError("trainable_tokens on an output layer with a bias is not supported; "
+                         "use new_tokens: modules_to_save")
+    object.__setattr__(head, "bias", None)
+
+
+class SafetyTrainer(SFTTrainer):
+    """``SFTTrainer`` whose loss is ``weighted CE (+ cpo_weight * CPO for R2D)``.
+
+    * scot: per-example weights (1 for refusal, ``retain_weight`` for retain rows) on the token CE.
+    * r2d:  token CE + ``cpo_weight`` * CPO at ``[SAFE]``/``[UNSAFE]`` label positions.
+    * sft:  token CE (the same value as plain TRL SFT on the same labels).
+    """
+
+    args: SafetySFTConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, SafetySFTConfig):
+            raise TypeError("SafetyTrainer needs a SafetySFTConfig")
+        _expose_head_bias(_pretrained(self.model))
+        self._capture = False
+        self._hidden: torch.Tensor | None = None
+        self._hook = None
+        if self.args.uses_cpo:
+            backbone = _pretrained(self.model).base_model
+            self._hook = backbone.register_forward_hook(self._keep_hidden)
+
+    def _keep_hidden(self, module: Any, inputs: Any, output: Any) -> None:
+        if self._capture:
+            self._hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        weights = inputs.pop("loss_weights", None)
+        if self.args.method != "scot":
+            weights = None
+        inputs["use_cache"] = False
+        self._capture = self.args.uses_cpo
+        try:
+            outputs = model(**inputs, fused_lm_head=True)
+        finally:
+            self._capture = False
+        hidden, self._hidden = self._hidden, None
+
+        loss = weighted_token_nll(outputs.log_probs, outputs.label_mask, weights, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every rank's tokens and DDP averages gradients (as in TRL)
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        metrics = self._metrics[mode]
+        n_valid = outputs.label_mask.sum().clamp(min=1)
+        metrics["ce_loss"].append((-(outputs.log_probs.detach()).sum() / n_valid).item())
+        metrics["mean_token_accuracy"].append((outputs.is_top1.sum() / n_valid).item())
+
+        if self.args.uses_cpo:
+            cpo, n_pivots = self._cpo(hidden, inputs["labels"])
+            # CPO is a per-micro-batch mean; under gradient accumulation with token-normalised CE the
+            # Trainer does not divide by the number of steps, so do it here (as TRL does for aux losses)
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + self.args.cpo_weight * cpo / steps
+            metrics["cpo_loss"].append(cpo.detach().item())
+            metrics["pivots"].append(float(n_pivots))
+
+        if mode == "train":
+            n_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += n_tokens
+        metrics["num_tokens"] = [self._total_train_tokens]
+        return (loss, outputs) if return_outputs else loss
+
+    def _cpo(self, hidden: torch.Tensor | None, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if hidden is None:
+            raise RuntimeError("CPO needs the backbone's hidden states, but the forward hook saw none")
+        args = self.args
+        pos = pivot_positions(labels, args.pivot_safe_id, args.pivot_unsafe_id)
+        head = _pretrained(self.model).get_output_embeddings()
+        h = hidden[:, :-1][pos]
+        # Through the output module itself, so trainable-token rows / modules_to_save copies are used
+        z = head(h.to(head.weight.device))[:, [args.pivot_safe_id, args.pivot_unsafe_id]].float()
+        gold_is_safe = labels[:, 1:][pos] == args.pivot_safe_id
+        return cpo_from_pivot_logits(z, gold_is_safe), int(pos.sum())
