@@ -119,15 +119,20 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
 
                 model = load_model(m.spec, adapter=m.adapter, **m.options)
             try:
-                for c in mine:
-                    emit(ProgressEvent("cell", total=len(c.pending), cell=c.title))
-                    for start in range(0, len(c.pending), gen_cfg.batch_size):
-                        idx = c.pending[start:start + gen_cfg.batch_size]
-                        rows = _run_batch(c, idx, model, attacks[c.attack.key], guards[c.defence.key], judges,
-                                          gen_cfg, spec.seed, run_id, hashes[mk], styles[mk], gen_json)
-                        n = store.add(rows)
-                        added += n
-                        emit(ProgressEvent("advance", n=len(idx), cell=c.title))
+                # Batches span cells of the same defence, so small cells still fill a batch
+                # (batch size is the main lever on generation speed).
+                for d in spec.defences:
+                    queue = [(c, i) for c in mine if c.defence is d for i in c.pending]
+                    if not queue:
+                        continue
+                    title = f"{m.display} | {d.display}"
+                    emit(ProgressEvent("cell", total=len(queue), cell=title))
+                    for start in range(0, len(queue), gen_cfg.batch_size):
+                        items = queue[start:start + gen_cfg.batch_size]
+                        rows = _run_batch(items, model, attacks, guards[d.key], judges, gen_cfg, spec.seed,
+                                          run_id, hashes[mk], styles[mk], gen_json)
+                        added += store.add(rows)
+                        emit(ProgressEvent("advance", n=len(items), cell=title))
             finally:
                 close = getattr(model, "close", None)
                 if close and m.display not in preloaded:
@@ -138,43 +143,57 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
                       skipped=planned - todo, added=added, rejudged=rejudged)
 
 
-def _run_batch(c: Cell, idx: list[int], model: Any, attack: Any, guard: Any, judges: dict[str, Any],
-               gen_cfg: Any, seed: int, run_id: str, a_hash: str, styles: list[str], gen_json: str) -> list[Attempt]:
+def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any], guard: Any,
+               judges: dict[str, Any], gen_cfg: Any, seed: int, run_id: str, a_hash: str, styles: list[str],
+               gen_json: str) -> list[Attempt]:
+    """Attack, generate, decode and judge one batch (possibly spanning cells); return its rows."""
     import json
 
-    recs = [c.records[i] for i in idx]
     t0 = time.perf_counter()
-    prepared = attack.prepare(recs, seed=seed, target=model if getattr(attack, "needs_target", False) else None)
-    by_id = {p.record_id: p for p in prepared}
-    missing = [r.id for r in recs if r.id not in by_id]
-    if missing or len(prepared) != len(recs):
-        raise SafethinkError(f"attack {c.attack.name!r} returned {len(prepared)} prompts for {len(recs)} records "
-                             f"(missing ids: {missing[:5]})")
-    prepared = [by_id[r.id] for r in recs]
+    prepared: list[Any] = [None] * len(items)
+    groups: dict[int, list[int]] = {}
+    for pos, (c, _i) in enumerate(items):
+        groups.setdefault(id(c), []).append(pos)
+    for positions in groups.values():  # one prepare() call per cell, so attacks can batch their work
+        c = items[positions[0]][0]
+        attack = attacks[c.attack.key]
+        recs = [c.records[items[p][1]] for p in positions]
+        out = attack.prepare(recs, seed=seed, target=model if getattr(attack, "needs_target", False) else None)
+        by_id = {p.record_id: p for p in out}
+        missing = [r.id for r in recs if r.id not in by_id]
+        if missing or len(out) != len(recs):
+            raise SafethinkError(f"attack {c.attack.name!r} returned {len(out)} prompts for {len(recs)} records "
+                                 f"(missing ids: {missing[:5]})")
+        for p, r in zip(positions, recs):
+            prepared[p] = by_id[r.id]
     t1 = time.perf_counter()
     convs = [p.messages for p in prepared]
     prefixes = [p.prefix for p in prepared]
     kwargs: dict[str, Any] = {}
+    guard_name = items[0][0].defence.guard
     if any(prefixes):
         if "prefixes" not in inspect.signature(guard.generate).parameters:
-            raise SpecError(f"guard {c.defence.guard!r} cannot prefill the answer, which attack {c.attack.name!r} needs")
+            needs = sorted({c.attack.name for (c, _), p in zip(items, prefixes) if p})
+            raise SpecError(f"guard {guard_name!r} cannot prefill the answer, which attack(s) {needs} need")
         kwargs["prefixes"] = prefixes
     outs = guard.generate(model, convs, gen_cfg, **kwargs)
     if len(outs) != len(convs):
-        raise SafethinkError(f"guard {c.defence.guard!r} returned {len(outs)} outputs for {len(convs)} conversations")
+        raise SafethinkError(f"guard {guard_name!r} returned {len(outs)} outputs for {len(convs)} conversations")
     t2 = time.perf_counter()
-    decoded = [attack.decode_response(o.text) for o in outs]
+    recs = [c.records[i] for c, i in items]
+    decoded = [attacks[c.attack.key].decode_response(o.text) for (c, _), o in zip(items, outs)]
     inputs = [JudgeInput(prompt=r.prompt, response=p.prefix + d, sent_prompt=_last_user(p.messages))
               for r, p, d in zip(recs, prepared, decoded)]
-    verdicts: list[dict[str, dict[str, Any]]] = [{} for _ in recs]
+    verdicts: list[dict[str, dict[str, Any]]] = [{} for _ in items]
     for key, judge in judges.items():
         for v, out in zip(_judge(judge, key, inputs), verdicts):
             out[key] = _verdict_json(v)
     t3 = time.perf_counter()
-    n = len(recs)
-    guard_build = getattr(guard, "build_spec", {"name": c.defence.guard, "args": c.defence.args})
+    n = len(items)
+    guard_build = getattr(guard, "build_spec", {"name": guard_name, "args": items[0][0].defence.args})
+    gen = json.loads(gen_json)
     rows = []
-    for i, r, p, o, d, v in zip(idx, recs, prepared, outs, decoded, verdicts):
+    for (c, i), r, p, o, d, v in zip(items, recs, prepared, outs, decoded, verdicts):
         rows.append(Attempt(
             attempt_key=c.keys[i], run_id=run_id,
             model_spec=c.model.spec, model_name=c.model.display, adapter=c.model.adapter, adapter_hash=a_hash,
@@ -184,7 +203,7 @@ def _run_batch(c: Cell, idx: list[int], model: Any, attack: Any, guard: Any, jud
             attack=c.attack.name, attack_name=c.attack.display, attack_spec={"name": c.attack.name, "args": c.attack.args},
             attack_params=p.params, attack_seed=p.seed, attack_meta=p.meta,
             dataset=c.dataset.display, dataset_spec=json.loads(c.dataset.key), record_id=r.id, label=r.label,
-            category=r.category, behaviour=r.prompt, seed=seed, generation=json.loads(gen_json),
+            category=r.category, behaviour=r.prompt, seed=seed, generation=gen,
             messages=p.messages, prefix=p.prefix,
             raw_output=o.raw, visible_output=o.text, decoded_output=d, reasoning=o.reasoning,
             guard_action=o.action, finish_reason=o.finish_reason, guard_info=o.info, verdicts=v,
