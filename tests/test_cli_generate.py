@@ -91,6 +91,7 @@ def test_bundled_model_knows_the_capital_of_france():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two real GGUF conversions: ~40 s on an idle laptop CPU
 def test_bundled_conversion_is_atomic(tmp_path, monkeypatch):
     """A crash while saving leaves nothing that loads; the next call converts cleanly."""
     import transformers

@@ -62,7 +62,12 @@ def bundled_model_dir(*, convert: bool = True) -> Path:
             if (target / _COMPLETE_MARKER).is_file():
                 return target
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process converted it between our check and the rename
+            if (target / _COMPLETE_MARKER).is_file():
+                return target
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -126,7 +126,8 @@ class HFChatModel:
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
             outs = self._generate_batch([texts[i] for i in idx], idx, config, hook,
-                                        seed=None if config.seed is None else config.seed + start)
+                                        seed=None if config.seed is None else config.seed + start,
+                                        prefixed=[bool(prefixes and prefixes[i]) for i in idx])
             for i, out in zip(idx, outs):
                 results[i] = out
             if progress:
@@ -134,15 +135,21 @@ class HFChatModel:
         return [r for r in results if r is not None]
 
     def _generate_batch(self, texts: list[str], rows: list[int], config: GenerationConfig,
-                        hook: TokenHook | None, seed: int | None) -> list[Completion]:
+                        hook: TokenHook | None, seed: int | None,
+                        prefixed: list[bool] | None = None) -> list[Completion]:
         import torch
         from transformers import StoppingCriteriaList
 
         tok = self.tokenizer
-        tok.padding_side = "left"
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        side, tok.padding_side = tok.padding_side, "left"
+        try:  # restore: the same tokenizer object may be used for right-padded training batches
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        finally:
+            tok.padding_side = side
         prompt_len = enc.input_ids.shape[1]
-        watcher = _HookCriteria(hook, rows, prompt_len, self._eos_ids, self._piece) if hook else None
+        # Rows that ended (EOS, stop string) are padded by generate; pads are not shown to hooks.
+        ends = [*self._eos_ids, tok.pad_token_id]
+        watcher = _HookCriteria(hook, rows, prompt_len, ends, self._piece) if hook else None
         kwargs: dict[str, Any] = dict(
             max_new_tokens=config.max_new_tokens,
             do_sample=not config.greedy,
@@ -174,7 +181,7 @@ class HFChatModel:
             n = len(ids)
             ended = False
             for j, t in enumerate(ids):
-                if t in self._eos_ids:
+                if t in specials:  # EOS, or padding after a row ended on a stop string
                     n, ended = j, True
                     break
             gen = ids[:n]
@@ -195,7 +202,9 @@ class HFChatModel:
             reason = "hook" if halted else ("stop" if ended or hit_stop else "length")
             lp = logps[b, :n].tolist() if logps is not None else None
             completions.append(Completion(
-                text=text.strip() if reason != "length" else text, finish_reason=reason,
+                # A continuation of a prefix keeps its leading space, so prefix + text reads right.
+                text=(text if reason == "length" else text.rstrip() if prefixed and prefixed[b] else text.strip()),
+                finish_reason=reason,
                 token_ids=gen, logprobs=lp, prompt_tokens=int(enc.attention_mask[b].sum()),
                 completion_tokens=len(gen), raw_text=raw,
             ))
