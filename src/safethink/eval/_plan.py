@@ -74,6 +74,14 @@ def _known(reg, name: str, where: str) -> None:
         raise SpecError(f"{where}: unknown {reg.kind} {name!r}; known: {', '.join(reg.names()) or '(none registered)'}")
 
 
+def _at(e: SafethinkError, where: str) -> SafethinkError:
+    """The same kind of error, prefixed with the spec entry it came from."""
+    try:
+        return type(e)(f"{where}: {e}")
+    except TypeError:  # error classes with a structured constructor (MissingExtraError)
+        return SafethinkError(f"{where}: {e}")
+
+
 def build_attack(entry: AttackEntry, where: str) -> Any:
     if entry.name == "none" and "none" not in ATTACKS:
         obj = _Verbatim()
@@ -81,8 +89,8 @@ def build_attack(entry: AttackEntry, where: str) -> Any:
         return obj
     try:
         return ATTACKS.create(entry.name, **entry.args)
-    except SpecError as e:
-        raise SpecError(f"{where}: {e}") from None
+    except SafethinkError as e:
+        raise _at(e, where) from None
 
 
 def build_guard(entry: DefenceEntry, where: str) -> Any:
@@ -92,8 +100,8 @@ def build_guard(entry: DefenceEntry, where: str) -> Any:
         return obj
     try:
         return GUARDS.create(entry.guard, **entry.args)
-    except SpecError as e:
-        raise SpecError(f"{where}: {e}") from None
+    except SafethinkError as e:
+        raise _at(e, where) from None
 
 
 def build_judges(spec: EvalSpec) -> dict[str, Any]:
@@ -103,8 +111,8 @@ def build_judges(spec: EvalSpec) -> dict[str, Any]:
     for j in order:
         try:
             out[j.key] = JUDGES.create(j.name, **j.args)
-        except SpecError as e:
-            raise SpecError(f"judges[{spec.judges.index(j)}]: {e}") from None
+        except SafethinkError as e:
+            raise _at(e, f"judges[{spec.judges.index(j)}]") from None
     return out
 
 
@@ -117,7 +125,7 @@ def load_dataset(entry: DatasetEntry, where: str, seed: int) -> list[PromptRecor
         records = load_prompts(entry.source, label=entry.label, column_map=entry.column_map,
                                limit=entry.limit, seed=seed)
     except SafethinkError as e:
-        raise type(e)(f"{where}: {e}") from None
+        raise _at(e, where) from None
     seen: set[str] = set()
     for r in records:
         if r.id in seen:

@@ -1,0 +1,128 @@
+"""Evaluate a model with an eval spec, render the HTML report and check it in a real headless browser.
+
+Runs (or resumes) the spec, renders report.html / report.md, takes a Chromium screenshot of the
+report and checks that the picture is not trivial (page not blank, plots drawn). Prints the run's
+timing and headline numbers as JSON.
+
+    export SAFETHINK_DATA_DIR=../shared/data
+    python benchmarks/report_screenshot.py                                  # examples/eval_jbb.yaml, 10 per dataset
+    python benchmarks/report_screenshot.py --config my.yaml --limit 50 --out runs/my-eval
+    python benchmarks/report_screenshot.py --judge keyword-gcg --judge keyword-jbb   # other judges
+    python benchmarks/report_screenshot.py --report-only runs/eval_jbb      # screenshot an existing run
+
+Needs Debian's chromium (``apt-get install -y chromium``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def screenshot(html: Path, png: Path, chromium: str) -> None:
+    profile = png.parent / ".chromium-profile"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+         f"--screenshot={png}", "--window-size=1280,2000", html.resolve().as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def check_png(png: Path) -> dict[str, float]:
+    """Numbers that show the page rendered: size, ink coverage, colours, plot-bar pixels."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    img = imread(str(png))[..., :3]
+    px = (img * 255).round().astype(int).reshape(-1, 3)
+    stats = {
+        "width": int(img.shape[1]), "height": int(img.shape[0]), "bytes": png.stat().st_size,
+        "non_white": float((px.min(axis=1) < 235).mean()),
+        "colours": int(len(np.unique(px, axis=0))),
+        "plot_blue": float((np.abs(px - np.array([31, 119, 180])).max(axis=1) <= 6).mean()),
+    }
+    problems = []
+    if stats["non_white"] < 0.03:
+        problems.append("page looks blank")
+    if stats["colours"] < 200:
+        problems.append("too few colours")
+    if stats["plot_blue"] < 0.002:
+        problems.append("no plot bars visible")
+    if problems:
+        raise SystemExit(f"{png}: screenshot check failed: {', '.join(problems)} ({stats})")
+    return stats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "examples" / "eval_jbb.yaml"))
+    ap.add_argument("--out", default=None, help="run directory (default: the spec's out)")
+    ap.add_argument("--limit", type=int, default=10, help="records per dataset")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
+                    help="offline dataset copies (sets SAFETHINK_DATA_DIR unless already set)")
+    ap.add_argument("--judge", action="append", default=None,
+                    help="judge name(s) to use instead of the spec's (repeatable; the first is primary)")
+    ap.add_argument("--report-only", default=None, help="skip the run; screenshot this run directory")
+    ap.add_argument("--screenshot", default=None, help="PNG path (default: <run>/report.png)")
+    args = ap.parse_args()
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise SystemExit("chromium is not installed: apt-get install -y chromium")
+    if Path(args.data_dir).is_dir():
+        os.environ.setdefault("SAFETHINK_DATA_DIR", args.data_dir)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from safethink.eval import compute_metrics, load_attempts, load_spec, render_report, run_eval
+    from safethink.eval._metrics import ALL
+
+    info: dict[str, object] = {}
+    if args.report_only:
+        run_dir = Path(args.report_only)
+    else:
+        spec = load_spec(args.config).with_overrides(out=args.out, limit=args.limit)
+        if args.judge:
+            from safethink.eval import JudgeEntry
+
+            spec = spec.model_copy(update={"judges": [JudgeEntry(name=j, primary=i == 0) for i, j in enumerate(args.judge)]})
+        run_dir = spec.out_dir
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def progress(ev) -> None:
+            if ev.kind in ("plan", "load", "cell") or time.perf_counter() - last[0] > 30:
+                last[0] = time.perf_counter()
+                print(f"[{time.perf_counter() - t0:7.1f}s] {ev.kind} {ev.cell or ev.message} "
+                      f"{ev.total or ev.n or ''}", file=sys.stderr, flush=True)
+
+        res = run_eval(spec, progress=progress)
+        info.update(run_id=res.run_id, planned=res.planned, added=res.added, skipped=res.skipped,
+                    seconds=round(time.perf_counter() - t0, 1),
+                    attacks=len({a.key for a in spec.attacks}), datasets=[d.display for d in spec.datasets])
+    t1 = time.perf_counter()
+    files = render_report(run_dir, export=["jsonl"])
+    info["report_seconds"] = round(time.perf_counter() - t1, 2)
+    png = Path(args.screenshot) if args.screenshot else run_dir / "report.png"
+    screenshot(files.html, png, chromium)
+    info["screenshot"] = {"path": str(png), **check_png(png)}
+    m = compute_metrics(load_attempts(run_dir))
+    info["judge"] = m.judge
+    info["asr_overall"] = {f"{k[0]} / {k[1]}": v.to_json() for k, v in m.asr.items() if k[2] == ALL}
+    info["asr_per_attack"] = {f"{k[0]} / {k[1]} / {k[2]}": round(v.rate, 3) for k, v in m.asr.items() if k[2] != ALL}
+    info["over_refusal"] = {f"{k[0]} / {k[1]} / {k[2]}": v.to_json() for k, v in m.over_refusal.items()}
+    info["report"] = str(files.html)
+    print(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    main()
