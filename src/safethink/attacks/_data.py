@@ -24,7 +24,7 @@ def template(key: str) -> str:
     return package_data("templates.yaml")["templates"][key]
 
 
-def fill(text: str, **fields: str) -> str:
+def fill(text: str, /, **fields: str) -> str:
     """Replace ``{name}`` fields literally (no ``str.format``: requests may contain braces)."""
     for k, v in fields.items():
         text = text.replace("{" + k + "}", v)

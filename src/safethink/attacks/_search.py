@@ -101,7 +101,7 @@ class _SearchAttack(AttackBase):
         for n, o, v in zip(nodes, outs, verdicts):
             n.response, n.score = o.text, success_score(v)
             history.append({"iteration": iteration, "prompt": n.prompt, "response": o.text,
-                            "score": n.score, "refused": v.refused})
+                            "score": n.score, "refused": v.refused, "attacker_reply": n.raw[:1000]})
 
     def _feedback(self, node: _Node, goal: str) -> Conversation:
         rating = 1 + round(9 * node.score)  # the attacker is told the 1-10 scale of the PAIR paper
