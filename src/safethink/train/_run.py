@@ -70,6 +70,14 @@ def _precision(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def _fsdp_checkpoints() -> bool:
+    """Under `accelerate launch` with FSDP's own activation checkpointing (our fsdp.yaml), the
+    Trainer's gradient checkpointing must stay off (transformers refuses both)."""
+    import os
+
+    return os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true"
+
+
 def _check_report_to(report_to: list[str]) -> None:
     import importlib.util
 
@@ -126,7 +134,7 @@ def _lora_config(cfg: TrainConfig, model: Any, new_token_ids: list[int]) -> Any:
 
 def train(
     cfg: TrainConfig, *, model: str, data: str | Path, out: str | Path, resume: bool = True,
-    overwrite: bool = False, callbacks: list[Any] | None = None, keep_checkpoints: bool = True,
+    overwrite: bool = False, callbacks: list[Any] | None = None, keep_checkpoints: bool = False,
 ) -> TrainResult:
     """Train ``model`` (a spec) on a built training set; write the run directory ``out``.
 
@@ -187,7 +195,7 @@ def train(
         max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, seed=cfg.seed,
         data_seed=cfg.seed, bf16=precision == "bf16", fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
+        gradient_checkpointing=cfg.gradient_checkpointing and not _fsdp_checkpoints(), logging_steps=cfg.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, report_to=list(cfg.report_to) or "none",
         disable_tqdm=bool(callbacks), optim="adamw_torch",

@@ -2,8 +2,8 @@
 
 The forward pass is TRL's fused LM head (per-token log-probabilities without materialising the
 ``[B, T, V]`` logits). CPO needs logits at the few ``[SAFE]``/``[UNSAFE]`` label positions only,
-so the trainer keeps the backbone's last hidden states (a forward hook) and projects just those
-rows through the output layer: the extra cost is ``N_pivots x V x H``, not a second forward.
+so a forward hook on the backbone projects the hidden states at those positions onto the two
+output rows: the extra cost is ``N_pivots x 2 x H``, not a second forward or full logits.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 from trl import SFTTrainer
+from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from ._losses import cpo_from_pivot_logits, pivot_positions, weighted_token_nll
 from ._trainer_config import SafetySFTConfig
@@ -51,16 +54,34 @@ class SafetyTrainer(SFTTrainer):
         if not isinstance(self.args, SafetySFTConfig):
             raise TypeError("SafetyTrainer needs a SafetySFTConfig")
         _expose_head_bias(_pretrained(self.model))
-        self._capture = False
-        self._hidden: torch.Tensor | None = None
+        self._cpo_labels: torch.Tensor | None = None
+        self._pivot_out: tuple[torch.Tensor, torch.Tensor] | None = None
         self._hook = None
         if self.args.uses_cpo:
             backbone = _pretrained(self.model).base_model
-            self._hook = backbone.register_forward_hook(self._keep_hidden)
+            self._hook = backbone.register_forward_hook(self._pivot_logits_hook)
 
-    def _keep_hidden(self, module: Any, inputs: Any, output: Any) -> None:
-        if self._capture:
-            self._hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+    def _pivot_logits_hook(self, module: Any, inputs: Any, output: Any) -> None:
+        """Runs inside the model's forward (as TRL's fused head does, so ZeRO-3 / FSDP gathering
+        behaves the same): project the hidden states at pivot label positions onto the
+        ``[SAFE]``/``[UNSAFE]`` output rows only."""
+        labels = self._cpo_labels
+        if labels is None:
+            return
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        s_id, u_id = self.args.pivot_safe_id, self.args.pivot_unsafe_id
+        pos = pivot_positions(labels, s_id, u_id)
+        head = _pretrained(self.model).get_output_embeddings()
+        weight, bias = head.weight, getattr(head, "bias", None)
+        if isinstance(weight, DTensor):  # FSDP2 shards
+            weight = weight.full_tensor()
+            bias = bias.full_tensor() if isinstance(bias, DTensor) else bias
+        params = [p for p in (weight, bias) if isinstance(p, torch.nn.Parameter)]
+        with maybe_gather_lm_head_ctx(*params):
+            rows = weight[[s_id, u_id]]
+            h = hidden[:, :-1][pos].to(device=rows.device, dtype=rows.dtype)
+            z = F.linear(h, rows, None if bias is None else bias[[s_id, u_id]])
+        self._pivot_out = (z.float(), labels[:, 1:][pos] == s_id)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -68,12 +89,12 @@ class SafetyTrainer(SFTTrainer):
         if self.args.method != "scot":
             weights = None
         inputs["use_cache"] = False
-        self._capture = self.args.uses_cpo
+        self._cpo_labels = inputs["labels"] if self.args.uses_cpo else None
         try:
             outputs = model(**inputs, fused_lm_head=True)
         finally:
-            self._capture = False
-        hidden, self._hidden = self._hidden, None
+            self._cpo_labels = None
+        pivot_out, self._pivot_out = self._pivot_out, None
 
         loss = weighted_token_nll(outputs.log_probs, outputs.label_mask, weights, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -85,7 +106,9 @@ class SafetyTrainer(SFTTrainer):
         metrics["mean_token_accuracy"].append((outputs.is_top1.sum() / n_valid).item())
 
         if self.args.uses_cpo:
-            cpo, n_pivots = self._cpo(hidden, inputs["labels"])
+            if pivot_out is None:
+                raise RuntimeError("CPO needs the backbone's hidden states, but the forward hook saw none")
+            cpo, n_pivots = cpo_from_pivot_logits(*pivot_out), len(pivot_out[1])
             # CPO is a per-micro-batch mean; under gradient accumulation with token-normalised CE the
             # Trainer does not divide by the number of steps, so do it here (as TRL does for aux losses)
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
@@ -98,15 +121,3 @@ class SafetyTrainer(SFTTrainer):
             self._total_train_tokens += n_tokens
         metrics["num_tokens"] = [self._total_train_tokens]
         return (loss, outputs) if return_outputs else loss
-
-    def _cpo(self, hidden: torch.Tensor | None, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        if hidden is None:
-            raise RuntimeError("CPO needs the backbone's hidden states, but the forward hook saw none")
-        args = self.args
-        pos = pivot_positions(labels, args.pivot_safe_id, args.pivot_unsafe_id)
-        head = _pretrained(self.model).get_output_embeddings()
-        h = hidden[:, :-1][pos]
-        # Through the output module itself, so trainable-token rows / modules_to_save copies are used
-        z = head(h.to(head.weight.device))[:, [args.pivot_safe_id, args.pivot_unsafe_id]].float()
-        gold_is_safe = labels[:, 1:][pos] == args.pivot_safe_id
-        return cpo_from_pivot_logits(z, gold_is_safe), int(pos.sum())
