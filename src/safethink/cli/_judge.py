@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -74,8 +75,9 @@ def judge_cmd(
 
     args = parse_judge_args(judge_arg or [])
     rows = read_judge_input(input)  # bad input fails before any model loads
-    quiet_hf()
     j = load_judge(judge, **args)
+    if "transformers" in sys.modules:  # only judges that loaded it pay for silencing it
+        quiet_hf()
     partial = output.with_name(output.name + ".partial")
     header = _partial_header(input, j.spec)
     done = _load_partial(partial, header)
