@@ -63,8 +63,8 @@ def _check_r2d(text: str, label: str) -> str | None:
     if not after or any(s.pivot is None for s in after) or not text.rstrip().endswith(tuple(PIVOTS)):
         return "the answer must be followed by a pivot"
     pivots = [s.pivot for s in think]
-    if label == "benign" and any(p != PIVOT_SAFE for p in pivots):
-        return "benign record with a non-[SAFE] reasoning pivot"
+    if label == "benign" and PIVOT_UNSAFE in pivots:  # reconsidering ([RETHINK]) a scary-sounding request is fine
+        return "benign record with an [UNSAFE] reasoning pivot"
     if label == "harmful" and not ({PIVOT_UNSAFE, PIVOT_RETHINK} & set(pivots)):
         return "harmful record whose reasoning never marks [UNSAFE] or [RETHINK]"
     return None

@@ -87,9 +87,15 @@ def load_sources(cfg: BuildConfig) -> tuple[list[PromptRecord], list[PromptRecor
     harmful = _dedup(harmful, seen)
     forced: list[PromptRecord] = []
     if cfg.twins and "builtin:harmful" in cfg.harmful:
-        for src in ("builtin:twins", "builtin:borderline"):
-            if src not in cfg.benign:
-                forced += load_prompts(src, label="benign")
+        # The twin of every chosen harmful seed (same topic, benign intent) and as many
+        # safe-but-scary prompts: without them a small model learns the topic, not the intent.
+        chosen = {r.meta.get("twin") for r in harmful if r.source == "builtin:harmful"}
+        if "builtin:twins" not in cfg.benign:
+            forced += [t for t in load_prompts("builtin:twins") if t.meta.get("seed_id") in chosen]
+        if "builtin:borderline" not in cfg.benign:
+            border = load_prompts("builtin:borderline")
+            keep = sorted(random.Random(f"{cfg.seed}:borderline").sample(range(len(border)), min(len(chosen), len(border))))
+            forced += [border[i] for i in keep]
     forced = _dedup(forced, seen)
     pool: list[PromptRecord] = []
     for src in cfg.benign:
