@@ -57,7 +57,7 @@ def _try_b64(s: str) -> str | None:
         out = raw.decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    if not out or any(not (c.isprintable() or c in "\n\r\t") for c in out):
+    if not out or any(not (c.isprintable() or c.isspace()) for c in out):
         return None
     return out
 

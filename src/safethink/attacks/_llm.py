@@ -60,6 +60,8 @@ def sample_config(rng: random.Random, *, max_new_tokens: int, temperature: float
 
 
 _PROMPT_FIELD = re.compile(r'"prompt"\s*:\s*"((?:[^"\\]|\\.)*)"', re.S)
+# A reply cut off by max_new_tokens: the prompt string never closes.
+_PROMPT_OPEN = re.compile(r'"prompt"\s*:\s*"((?:[^"\\]|\\.)*)\\?$', re.S)
 
 
 def parse_attacker_prompt(text: str) -> str | None:
@@ -80,7 +82,7 @@ def parse_attacker_prompt(text: str) -> str | None:
                 return obj["prompt"].strip()
             break
         start = text.find("{", start + 1)
-    m = _PROMPT_FIELD.search(text)
+    m = _PROMPT_FIELD.search(text) or _PROMPT_OPEN.search(text.rstrip())
     if m:
         try:
             value = json.loads(f'"{m.group(1)}"')
