@@ -106,7 +106,7 @@ def test_builtin_twins_on_retain_side(tmp_path, tiny_model):
 def _run(cfg: BuildConfig, out: Path, cache: Path, kill_after: float | None = None) -> float:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     t = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_build_script.py"), cfg.model_dump_json(),
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "test_synth_build_script.py"), cfg.model_dump_json(),
                              str(out), str(cache)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if kill_after is not None:
         try:

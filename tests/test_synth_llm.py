@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _scripted_server import ScriptedServer  # noqa: E402
+from test_synth_server import ScriptedServer  # noqa: E402
 
 from safethink.data import default_policy, load_training_set, parse_r2d, parse_scot  # noqa: E402
 from safethink.errors import BackendError  # noqa: E402

@@ -1,4 +1,4 @@
-"""A real OpenAI-compatible chat-completions server on 127.0.0.1 with scripted replies (for tests).
+"""Helper (no tests): a real OpenAI-compatible chat-completions server on 127.0.0.1 with scripted replies.
 
 Replies are taken from ``script`` in order; when it runs out, a valid reply is composed from the
 request (the rule ids listed in the system prompt), so any number of calls can be served.

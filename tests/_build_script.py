@@ -1,9 +1,0 @@
-"""Run one build in a subprocess (the SIGKILL resume test kills this process)."""
-
-import json
-import sys
-
-from safethink.synth import BuildConfig, build_dataset
-
-cfg = BuildConfig.model_validate(json.loads(sys.argv[1]))
-build_dataset(cfg, sys.argv[2], cache_dir=sys.argv[3])
