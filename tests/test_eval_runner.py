@@ -169,3 +169,4 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_attempt(spec_d
         runs = c.execute("SELECT COUNT(*), COUNT(finished) FROM runs").fetchone()
     assert n == distinct == combos == 11
     assert runs == (2, 1)  # the killed run never finished, the resumed one did
+    assert json.loads(json.dumps(res.planned)) == 11
