@@ -153,22 +153,27 @@ def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------ 2. data
-def build_training_sets(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet,
-                        retain_model: Any = None) -> dict[str, Path]:
-    """SCoT and R2D sets from the training split; both share the cached self-distilled answers."""
+def split_sources(splits: dict[str, Path]) -> tuple[list[str], list[str]]:
+    """(harmful, benign) training sources of the seed-set split."""
+    return ([str(splits["harmful_train"])],
+            [str(splits["twins_train"]), str(splits["borderline_train"]), str(splits["benign_train"])])
+
+
+def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[str], progress: ProgressFn = _quiet,
+                        *, retain_ratio: float = 1.0, limit: int | None = None, benign_limit: int | None = None,
+                        data_dir: str | None = None, check_eval_overlap: bool = False) -> dict[str, Path]:
+    """SCoT and R2D sets from the same prompts; both share the cached self-distilled answers."""
     from .synth import BuildConfig, build_dataset
 
     out = {}
     for method in ("scot", "r2d"):
         bc = BuildConfig(
-            method=method, harmful=[str(splits["harmful_train"])],
-            benign=[str(splits["twins_train"]), str(splits["borderline_train"]), str(splits["benign_train"])],
-            teacher="structured", model=cfg.model, seed=cfg.seed,
-            retain_ratio=_retain_ratio(splits),
-            max_new_tokens=cfg.retain_tokens, check_eval_overlap=False,
+            method=method, harmful=harmful, benign=benign, teacher="structured", model=cfg.model, seed=cfg.seed,
+            retain_ratio=retain_ratio, limit=limit, benign_limit=benign_limit, data_dir=data_dir,
+            max_new_tokens=cfg.retain_tokens, check_eval_overlap=check_eval_overlap,
         )
         dest = cfg.out / "data" / method
-        build_dataset(bc, dest, cache_dir=cfg.out / "cache" / "retain", retain_model=retain_model,
+        build_dataset(bc, dest, cache_dir=cfg.out / "cache" / "retain",
                       progress=lambda what, done, total, m=method: progress(f"data {m}: {what}", done, total))
         out[method] = dest
     return out
@@ -213,18 +218,23 @@ def _StepProgress(fn: Callable[[int, int], None]) -> Any:
 
 
 # ------------------------------------------------------------------ 4. eval
-def eval_specs(cfg: QuickstartConfig, splits: dict[str, Path], runs: dict[str, Path]) -> list[Any]:
-    """One eval spec per variant, all writing to the same results store."""
-    from .eval import parse_spec
-
-    datasets = [
+def split_eval_datasets(cfg: QuickstartConfig, splits: dict[str, Path]) -> list[dict[str, Any]]:
+    """The held-out parts of the seed set as eval-spec dataset entries."""
+    return [
         {"source": str(splits["harmful_eval"]), "label": "harmful", "limit": cfg.eval_harmful, "name": "held-out harmful"},
         {"source": str(splits["twins_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "benign twins"},
         {"source": str(splits["benign_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "ordinary"},
         {"source": str(splits["borderline_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "safe-but-scary"},
     ]
+
+
+def eval_specs(cfg: QuickstartConfig, datasets: list[dict[str, Any]], runs: dict[str, Path],
+               variants: tuple[Variant, ...] = VARIANTS, judges: list[dict[str, Any]] | None = None) -> list[Any]:
+    """One eval spec per variant, all writing to the same results store."""
+    from .eval import parse_spec
+
     specs = []
-    for v in VARIANTS:
+    for v in variants:
         model = {"spec": cfg.model, "name": v.name.split(" + ")[0]}
         if v.adapter:
             model["adapter"] = str(runs[v.adapter])
@@ -232,18 +242,17 @@ def eval_specs(cfg: QuickstartConfig, splits: dict[str, Path], runs: dict[str, P
             "name": "quickstart", "models": [model],
             "defences": [{"guard": v.guard, "args": v.guard_args, "name": v.name}],
             "attacks": [{"name": a} for a in cfg.attacks], "datasets": datasets,
-            "judges": [{"name": "default", "primary": True}],
+            "judges": judges or [{"name": "default", "primary": True}],
             "generation": {"max_new_tokens": cfg.max_new_tokens, "batch_size": 16},
             "seed": cfg.seed, "out": str(cfg.out / "eval"),
         }, source="quickstart"))
     return specs
 
 
-def run_evaluations(cfg: QuickstartConfig, splits: dict[str, Path], runs: dict[str, Path],
-                    progress: ProgressFn = _quiet) -> Path:
+def run_evaluations(specs: list[Any], progress: ProgressFn = _quiet) -> Path:
     from .eval import run_eval
 
-    for spec in eval_specs(cfg, splits, runs):
+    for spec in specs:
         name = spec.defences[0].display
         state = {"done": 0, "total": 0}
 
@@ -255,7 +264,7 @@ def run_evaluations(cfg: QuickstartConfig, splits: dict[str, Path], runs: dict[s
             progress(f"eval {name}", state["done"], state["total"])
 
         run_eval(spec, progress=on_event)
-    return cfg.out / "eval"
+    return Path(specs[0].out)
 
 
 # ------------------------------------------------------------------ 5. report
@@ -271,7 +280,7 @@ class SummaryRow:
     benign_answer: float
 
 
-def summarise(eval_dir: Path) -> tuple[list[SummaryRow], list[str], list[str]]:
+def summarise(eval_dir: Path, variants: tuple[Variant, ...] = VARIANTS) -> tuple[list[SummaryRow], list[str], list[str]]:
     """The before/after table, computed from the stored attempts (a pure function of the log)."""
     from .eval import compute_metrics, load_attempts
 
@@ -279,7 +288,7 @@ def summarise(eval_dir: Path) -> tuple[list[SummaryRow], list[str], list[str]]:
     rows = []
     attacks = [a for a in m.attacks]
     sets = [d for d in m.datasets if any(k[2] == d for k in m.over_refusal)]
-    for v in VARIANTS:
+    for v in variants:
         pairs = [(mo, de) for (mo, de, at) in m.asr if de == v.name]
         if not pairs:
             continue
@@ -304,9 +313,10 @@ def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet) -> tupl
         {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}, indent=1, default=str))
     progress("split seed set", 0, 0)
     splits = split_seed_set(cfg)
-    data = build_training_sets(cfg, splits, progress)
+    harmful, benign = split_sources(splits)
+    data = build_training_sets(cfg, harmful, benign, progress, retain_ratio=_retain_ratio(splits))
     runs = train_adapters(cfg, data, progress)
-    eval_dir = run_evaluations(cfg, splits, runs, progress)
+    eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs), progress)
     progress("report", 0, 0)
     files = render_report(eval_dir)
     rows, _, _ = summarise(eval_dir)
