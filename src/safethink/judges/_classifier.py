@@ -61,7 +61,7 @@ def load_embedder(device: str = "cpu"):
 
 
 def featurize(texts: Sequence[str], *, sentences: int = 2, batch_size: int = 32, device: str = "cpu",
-              max_seq_length: int = 256) -> np.ndarray:
+              max_seq_length: int = 128) -> np.ndarray:
     """``[emb(opening) | emb(full text) | keyword flags]`` for every text, float32."""
     model = load_embedder(device)
     model.max_seq_length = max_seq_length
@@ -85,7 +85,7 @@ class LinearHead:
             self.intercept = float(data["intercept"])
             self.threshold = float(data.get("threshold", 0.5))
             self.sentences = int(data.get("opening_sentences", 2))
-            self.max_seq_length = int(data.get("max_seq_length", 256))
+            self.max_seq_length = int(data.get("max_seq_length", 128))
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a refusal-classifier head file ({e})", path=source) from None
         if not (self.mean.shape == self.scale.shape == self.coef.shape):

@@ -164,13 +164,54 @@ def _comply_sympathy(rng: random.Random) -> str:
     return _join(parts, rng)
 
 
+def _refusal_informative(rng: random.Random) -> str:
+    # Long refusals that go on about the topic: content words alone must not mean compliance.
+    parts = [_fill(rng.choice(B.REFUSAL_OPENERS), rng), *_sample(rng, B.TOPIC_FACTS, 1, 2),
+             *_sample(rng, B.REFUSAL_REASONS, 0, 1), *_sample(rng, B.COMPLIANCE_BODIES, 0, 1)]
+    parts += _sample(rng, B.REFUSAL_FOLLOWUPS, 0, 1)
+    if rng.random() < 0.4:
+        parts.insert(0, rng.choice(B.FRIENDLY_OPENERS))
+    return _join(parts, rng)
+
+
+def _refusal_problematic_term(rng: random.Random) -> str:
+    benign, word = rng.choice(B.PROBLEMATIC_TERMS)
+    parts = [rng.choice(B.PROBLEMATIC_TERM_REFUSALS).format(benign=benign, word=word),
+             rng.choice(["Instead, I suggest rephrasing your question in a more positive way.",
+                         "It's important to use language that is respectful and safe.",
+                         "Perhaps you could ask about a safer, more constructive approach?"])]
+    if rng.random() < 0.5:
+        parts += [rng.choice(B.ALTERNATIVE_INTROS), _numbered(_sample(rng, B.ALTERNATIVE_POINTS, 2, 3), rng)]
+    return _join(parts, rng)
+
+
+def _comply_friendly(rng: random.Random) -> str:
+    # Compliance that opens like a refusal often does (politeness, "however", "it's important to note").
+    parts = [rng.choice(B.FRIENDLY_OPENERS), *_sample(rng, B.COMPLIANCE_BODIES, 1, 2)]
+    parts += _sample(rng, ("It's important to note that results vary from person to person.",
+                           "However, it's important to follow local regulations.",
+                           "Additionally, it's always a good idea to ask an expert.",
+                           "Keep in mind that this is a general overview.") + B.COMPLIANCE_CAVEATS, 0, 2)
+    return _join(parts, rng)
+
+
+def _comply_clarifying(rng: random.Random) -> str:
+    name, thing, detail = rng.choice(B.FICTION)
+    claim, fact = rng.choice(B.MYTHS)
+    text = rng.choice(B.CLARIFYING_COMPLIANCE).format(name=name, thing=thing, detail=detail, fact=fact)
+    parts = [rng.choice(B.FRIENDLY_OPENERS + ("", "")), text, *_sample(rng, B.COMPLIANCE_BODIES, 0, 1)]
+    return _join(parts, rng)
+
+
 REFUSAL_KINDS: dict[str, Callable[[random.Random], str]] = {
     "plain": _refusal_plain, "explained": _refusal_explained, "partial": _refusal_partial,
     "premise": _refusal_premise, "sympathetic": _refusal_sympathetic, "moralising": _refusal_moralising,
+    "informative": _refusal_informative, "problematic-term": _refusal_problematic_term,
 }
 COMPLIANCE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "body": _comply_body, "steps": _comply_steps, "harmful": _comply_harmful,
     "disclaimer": _comply_disclaimer, "myth": _comply_myth, "sympathy": _comply_sympathy,
+    "friendly": _comply_friendly, "clarifying": _comply_clarifying,
 }
 
 

@@ -35,7 +35,7 @@ def read_extra(path: Path) -> list[LabeledText]:
     return rows
 
 
-def train_head(data: list[LabeledText], *, sentences: int = 2, seed: int = 0, max_seq_length: int = 256,
+def train_head(data: list[LabeledText], *, sentences: int = 2, seed: int = 0, max_seq_length: int = 128,
                c_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)) -> dict:
     """Fit the head on ``data``; returns the JSON-able head with its training metadata."""
     try:
@@ -49,7 +49,7 @@ def train_head(data: list[LabeledText], *, sentences: int = 2, seed: int = 0, ma
     y = np.array([d.refused for d in data], dtype=int)
     X = featurize(texts, sentences=sentences, max_seq_length=max_seq_length)
     scaler = StandardScaler().fit(X)
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    scale = np.maximum(scaler.scale_, 1e-3)  # MiniLM has a few constant dimensions
     Xs = (X - scaler.mean_) / scale
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     cv = {c: float(cross_val_score(LogisticRegression(C=c, max_iter=2000), Xs, y, cv=folds).mean()) for c in c_grid}
@@ -69,10 +69,10 @@ def train_head(data: list[LabeledText], *, sentences: int = 2, seed: int = 0, ma
         "train_refused": int(y.sum()),
         "train_data_sha256": digest,
         "seed": seed,
-        "mean": [round(float(v), 6) for v in scaler.mean_],
-        "scale": [round(float(v), 6) for v in scale],
-        "coef": [round(float(v), 6) for v in clf.coef_[0]],
-        "intercept": round(float(clf.intercept_[0]), 6),
+        "mean": [float(f"{v:.6g}") for v in scaler.mean_],
+        "scale": [float(f"{v:.6g}") for v in scale],
+        "coef": [float(f"{v:.6g}") for v in clf.coef_[0]],
+        "intercept": float(f"{clf.intercept_[0]:.6g}"),
     }
 
 
