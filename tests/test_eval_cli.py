@@ -16,7 +16,7 @@ from safethink.eval import open_store, parse_spec, run_eval
 from test_eval_plugins import spec_dict
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(600)
 def test_eval_then_report_cli(tmp_path, tiny_dir):
     cfg = tmp_path / "spec.yaml"
     cfg.write_text(yaml.safe_dump(spec_dict(tmp_path, tiny_dir)))
@@ -55,7 +55,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     assert p.returncode == 2 and "no results database" in p.stderr
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_real_plugins_on_the_tiny_model(tmp_path, tiny_model):
     from safethink.attacks._base import ATTACKS
     from safethink.guard._base import GUARDS

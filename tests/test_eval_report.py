@@ -101,7 +101,7 @@ def screenshot(html: Path, png: Path) -> None:
     )
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_report_renders_in_a_headless_browser(tmp_path):
     import numpy as np

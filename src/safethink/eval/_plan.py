@@ -4,46 +4,19 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from ..attacks._base import ATTACKS, AttackedPrompt
+from ..attacks._base import ATTACKS
 from ..data._schema import PromptRecord
 from ..errors import SafethinkError, SpecError
-from ..guard._base import GUARDS, GuardedOutput
+from ..guard._base import GUARDS
 from ..judges._base import JUDGES
 from ._spec import AttackEntry, DatasetEntry, DefenceEntry, EvalSpec, ModelEntry, canonical_json
 
 VERBATIM = AttackEntry(name="none")
 """Benign records are always sent as they are: over-refusal is measured on the plain request."""
-
-
-class _Verbatim:
-    """Fallback for the ``none`` attack when the attacks package has not registered one."""
-
-    name: ClassVar[str] = "none"
-    family: ClassVar[str] = "none"
-    paper: ClassVar[str] = ""
-    needs_target: ClassVar[bool] = False
-
-    def prepare(self, records: Sequence[PromptRecord], *, seed: int, target: Any = None) -> list[AttackedPrompt]:
-        return [AttackedPrompt(record_id=r.id, messages=[{"role": "user", "content": r.user_text()}],
-                               attack="none", params={}, seed=seed) for r in records]
-
-    def decode_response(self, text: str) -> str:
-        return text
-
-
-class _PlainGuard:
-    """Fallback for the ``none`` guard when the guard package has not registered one."""
-
-    name = "none"
-
-    def generate(self, model, conversations, config, *, progress=None, prefixes=None) -> list[GuardedOutput]:
-        outs = model.generate(conversations, config, prefixes=prefixes, progress=progress)
-        return [GuardedOutput(text=o.text, raw=o.raw_text or o.text, finish_reason=o.finish_reason) for o in outs]
 
 
 def import_plugins(spec: EvalSpec) -> None:
@@ -60,11 +33,10 @@ def import_plugins(spec: EvalSpec) -> None:
 def check_names(spec: EvalSpec) -> None:
     """Fail before loading anything when a spec names an unknown plugin."""
     for i, a in enumerate(spec.attacks):
-        if a.name != "none" or "none" in ATTACKS:
-            _known(ATTACKS, a.name, f"attacks[{i}].name")
+        _known(ATTACKS, a.name, f"attacks[{i}].name")
+    _known(ATTACKS, VERBATIM.name, "the verbatim attack for benign records")
     for i, d in enumerate(spec.defences):
-        if d.guard != "none" or "none" in GUARDS:
-            _known(GUARDS, d.guard, f"defences[{i}].guard")
+        _known(GUARDS, d.guard, f"defences[{i}].guard")
     for i, j in enumerate(spec.judges):
         _known(JUDGES, j.name, f"judges[{i}].name")
 
@@ -83,10 +55,6 @@ def _at(e: SafethinkError, where: str) -> SafethinkError:
 
 
 def build_attack(entry: AttackEntry, where: str) -> Any:
-    if entry.name == "none" and "none" not in ATTACKS:
-        obj = _Verbatim()
-        obj.build_spec = {"name": "none", "args": {}}  # type: ignore[attr-defined]
-        return obj
     try:
         return ATTACKS.create(entry.name, **entry.args)
     except SafethinkError as e:
@@ -94,10 +62,6 @@ def build_attack(entry: AttackEntry, where: str) -> Any:
 
 
 def build_guard(entry: DefenceEntry, where: str) -> Any:
-    if entry.guard == "none" and "none" not in GUARDS:
-        obj = _PlainGuard()
-        obj.build_spec = {"name": "none", "args": {}}  # type: ignore[attr-defined]
-        return obj
     try:
         return GUARDS.create(entry.guard, **entry.args)
     except SafethinkError as e:
@@ -174,10 +138,6 @@ class Cell:
     keys: list[str] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
     """Indexes into ``records`` of attempts not yet stored."""
-
-    @property
-    def title(self) -> str:
-        return f"{self.model.display} | {self.defence.display} | {self.attack.display} | {self.dataset.display}"
 
 
 def plan_cells(spec: EvalSpec, datasets: dict[str, list[PromptRecord]]) -> list[Cell]:

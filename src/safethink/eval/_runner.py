@@ -230,10 +230,10 @@ def _last_user(messages: list[dict[str, str]]) -> str:
 
 def _backfill_verdicts(store: ResultStore, keys: list[str], judges: dict[str, Any], emit: ProgressCallback) -> int:
     """Give stored attempts a verdict from judges added to the spec after they were run."""
-    wanted = set(keys)
-    todo = [a for a in store.attempts() if a.attempt_key in wanted and any(k not in a.verdicts for k in judges)]
-    if not todo:
+    stale = store.missing_verdicts(list(judges)) & set(keys)
+    if not stale:
         return 0
+    todo = [a for a in store.attempts() if a.attempt_key in stale]
     emit(ProgressEvent("judge", total=len(todo)))
     for start in range(0, len(todo), 64):
         chunk = todo[start:start + 64]

@@ -212,6 +212,15 @@ class ResultStore:
             self.conn.execute("ROLLBACK")
             raise
 
+    def missing_verdicts(self, judge_keys: Sequence[str]) -> set[str]:
+        """Keys of attempts that lack a verdict from at least one of these judges."""
+        out: set[str] = set()
+        for k in judge_keys:
+            path = "$." + json.dumps(k)  # quoted, so judge keys with dots or dashes work
+            out.update(r[0] for r in self.conn.execute(
+                "SELECT attempt_key FROM attempts WHERE json_type(verdicts, ?) IS NULL", (path,)))
+        return out
+
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
 
