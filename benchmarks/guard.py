@@ -19,14 +19,28 @@ import argparse
 import datetime as dt
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generation import machine  # noqa: E402 - the benchmarks share one machine description
-
 RESULTS = Path(__file__).resolve().parent / "results" / "guard.json"
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def with_pivot_tokens(m):
