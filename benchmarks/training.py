@@ -191,7 +191,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2))
-    print(f"| data | trainer | tokens/s | vs TRL SFT |\n|---|---|---|---|")
+    print("| data | trainer | tokens/s | vs TRL SFT |\n|---|---|---|---|")
     for fam, res in results.items():
         for name, r in res.items():
             if not name.startswith("_"):

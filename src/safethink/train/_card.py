@@ -34,7 +34,7 @@ def run_card(info: dict[str, Any]) -> str:
         "",
         "```",
         use,
-        f"safethink merge RUN_DIR --out MERGED_DIR" if info["adapter"] else "",
+        "safethink merge RUN_DIR --out MERGED_DIR" if info["adapter"] else "",
         "```",
         "",
         "## Resolved config",
