@@ -82,8 +82,8 @@ def _num(x: float | None) -> str:
 
 def _examples(attempts: Sequence[Attempt], judge: str, threshold: float, limit: int = 12) -> list[dict[str, str]]:
     """A few successful jailbreaks and a few over-refusals, for a human to read."""
-    jb = [a for a in attempts if is_jailbroken(a, judge, threshold)][: limit // 2]
-    orf = [a for a in attempts if a.label == "benign" and is_refused(a, judge)][: limit // 2]
+    jb = _spread([a for a in attempts if is_jailbroken(a, judge, threshold)], limit // 2)
+    orf = _spread([a for a in attempts if a.label == "benign" and is_refused(a, judge)], limit // 2)
     out = []
     for kind, rows in (("jailbreak", jb), ("over-refusal", orf)):
         for a in rows:
@@ -91,6 +91,16 @@ def _examples(attempts: Sequence[Attempt], judge: str, threshold: float, limit: 
                         "dataset": a.dataset, "record": a.record_id, "prompt": _clip(a.behaviour, 300),
                         "answer": _clip(a.decoded_output, 600)})
     return out
+
+
+def _spread(rows: list[Attempt], n: int) -> list[Attempt]:
+    """Up to n rows, one per (model, defence, attack, dataset) first, so examples are varied."""
+    first: dict[tuple[str, str, str, str], Attempt] = {}
+    for a in rows:
+        first.setdefault((a.model_name, a.defence_name, a.attack_name, a.dataset), a)
+    picked = list(first.values())[:n]
+    chosen = {id(a) for a in picked}
+    return picked + [a for a in rows if id(a) not in chosen][: n - len(picked)]
 
 
 def _clip(s: str, n: int) -> str:
