@@ -108,10 +108,14 @@ def test_prefix_is_continued_not_repeated(model, greedy):
         assert c.token_ids == f.token_ids[3:]
         assert not c.text.startswith(p)
     # Ending on a stop string: the continuation keeps its leading space, so prefix + text reads right.
-    stop = model.tokenizer.decode(full[0].token_ids[5:7])
+    tok, ids = model.tokenizer, full[0].token_ids
+    j = next(j for j in range(1, 5) if tok.decode([ids[j]]).startswith(" "))  # a space follows the prefix
+    prefix, stop = tok.decode(ids[:j]), tok.decode(ids[j + 2:j + 4])
     k = full[0].text.find(stop)
-    out = model.generate(CONVS[:1], GenerationConfig(max_new_tokens=N_NEW, stop=(stop,)), prefixes=prefixes[:1])[0]
-    assert out.finish_reason == "stop" and prefixes[0] + out.text == full[0].text[:k].rstrip()
+    assert k > len(prefix)
+    out = model.generate(CONVS[:1], GenerationConfig(max_new_tokens=N_NEW, stop=(stop,)), prefixes=[prefix])[0]
+    assert out.finish_reason == "stop" and out.text.startswith(" ")
+    assert prefix + out.text == full[0].text[:k].rstrip()
     with pytest.raises(ValueError, match="one entry per conversation"):
         model.generate(CONVS[:2], GenerationConfig(), prefixes=["a"])
 
