@@ -11,14 +11,14 @@ from safethink.eval import Attempt, compute_metrics, is_jailbroken, is_refused, 
 
 def make_attempt(i: int, *, model="m", defence="none", attack="a1", label="harmful", dataset="d",
                  refused=False, score=1.0, action=None, output="some answer", styles=(), extra=None,
-                 record=None) -> Attempt:
+                 record=None, style=None) -> Attempt:
     verdicts = {"kw": {"refused": refused, "score": score, "explanation": "", "judge": "kw", "details": None}}
     verdicts.update(extra or {})
     return Attempt(
         attempt_key=f"k{i}-{model}-{defence}-{attack}", run_id="r", model_spec="hf:x", model_name=model,
         adapter=None, adapter_hash="", model_styles=list(styles), defence=defence, defence_name=defence,
         defence_spec={}, guard_build={}, attack=attack, attack_name=attack, attack_spec={}, attack_params={},
-        attack_seed=0, attack_meta={}, dataset=dataset, dataset_spec={}, record_id=record or f"r{i}", label=label,
+        attack_seed=0, attack_meta={}, attack_style=style, dataset=dataset, dataset_spec={}, record_id=record or f"r{i}", label=label,
         category=None, behaviour="b", seed=0, generation={}, messages=[], prefix="", raw_output=output,
         visible_output=output, decoded_output=output, reasoning=None, guard_action=action, finish_reason="stop",
         guard_info={}, verdicts=verdicts, attack_seconds=0, generate_seconds=0, judge_seconds=0,
@@ -101,13 +101,13 @@ def test_blocked_harmful_request_is_not_a_jailbreak():
 def test_strongreject_mean_and_seen_unseen_split():
     sr = lambda s: {"strongreject": {"refused": False, "score": s, "explanation": "", "judge": "strongreject:x", "details": None}}  # noqa: E731
     rows = [
-        make_attempt(0, attack="role-play", styles=["role-play"], extra=sr(0.25)),
-        make_attempt(1, attack="role-play", styles=["role-play"], refused=True, score=0, extra=sr(0.0)),
-        make_attempt(2, attack="base64", styles=["role-play"], extra=sr(0.75)),
-        make_attempt(3, attack="none", styles=["role-play"], extra=sr(1.0)),
+        make_attempt(0, attack="aim", style="role-play", styles=["role_play"], extra=sr(0.25)),
+        make_attempt(1, attack="aim", style="role-play", styles=["role_play"], refused=True, score=0, extra=sr(0.0)),
+        make_attempt(2, attack="base64", styles=["role_play"], extra=sr(0.75)),
+        make_attempt(3, attack="none", styles=["role_play"], extra=sr(1.0)),
     ]
     m = compute_metrics(rows, judge="kw")
-    assert m.strongreject[("m", "none", "role-play")] == pytest.approx(0.125)
+    assert m.strongreject[("m", "none", "aim")] == pytest.approx(0.125)
     assert m.strongreject[("m", "none", "(all)")] == pytest.approx(0.5)
     seen, unseen = m.seen_unseen[("m", "none", "seen")], m.seen_unseen[("m", "none", "unseen")]
     assert (seen.k, seen.n) == (1, 2)

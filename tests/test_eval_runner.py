@@ -55,6 +55,7 @@ def test_run_stores_every_attempt_with_what_reproduces_it(spec_d):
     assert up.generation["max_new_tokens"] == 6 and up.run_id == res.run_id
     rot = by[("test-rot13", "h2")]
     assert rot.attack_params == {"note": "answer in rot13"} and rot.attack_meta == {"encoded": True}
+    assert (up.attack_style, rot.attack_style) == ("test-upper", "test-rot13")
     assert rot.decoded_output == codecs.decode(rot.visible_output, "rot13")
     for r in rows:
         v = r.verdicts["test-parity"]

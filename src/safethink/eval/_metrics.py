@@ -134,9 +134,14 @@ def strongreject_key(attempts: Sequence[Attempt]) -> str | None:
     return None
 
 
+def _norm(s: object) -> str:
+    return str(s).strip().lower().replace("-", "_").replace(" ", "_")
+
+
 def _is_seen(a: Attempt) -> bool:
-    styles = set(a.model_styles)
-    return a.attack in styles or a.attack_name in styles or str(a.attack_params.get("style", "")) in styles
+    """An attack is 'seen' when its style (or name) is one the model was trained on."""
+    styles = {_norm(s) for s in a.model_styles}
+    return any(_norm(x) in styles for x in (a.attack_style or a.attack, a.attack, a.attack_name))
 
 
 def compute_metrics(attempts: Sequence[Attempt], *, judge: str | None = None, threshold: float = 0.5) -> Metrics:

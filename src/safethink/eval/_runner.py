@@ -202,6 +202,7 @@ def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any
             defence_spec={"guard": c.defence.guard, "args": c.defence.args}, guard_build=guard_build,
             attack=c.attack.name, attack_name=c.attack.display, attack_spec={"name": c.attack.name, "args": c.attack.args},
             attack_params=p.params, attack_seed=p.seed, attack_meta=p.meta,
+            attack_style=c.attack.style or p.meta.get("style") or p.meta.get("technique") or c.attack.name,
             dataset=c.dataset.display, dataset_spec=json.loads(c.dataset.key), record_id=r.id, label=r.label,
             category=r.category, behaviour=r.prompt, seed=seed, generation=gen,
             messages=p.messages, prefix=p.prefix,

@@ -67,6 +67,11 @@ class AttackEntry(_Strict):
     name: str = Field(description="Attack registry name (ATTACKS): none, prefix-injection, base64, pair, ...")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the attack.")
     label: str | None = Field(default=None, description="Display name (default: the attack name).")
+    style: str | None = Field(
+        default=None,
+        description="The training evolution style this attack stands for (e.g. role_play for aim), for the "
+        "seen/unseen split. Default: the attack's name, or the technique it records per prompt (persuasion).",
+    )
 
     @property
     def display(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import SafethinkError
 from ._spec import canonical_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     model_styles TEXT NOT NULL,
     defence TEXT NOT NULL, defence_name TEXT NOT NULL, defence_spec TEXT NOT NULL, guard_build TEXT NOT NULL,
     attack TEXT NOT NULL, attack_name TEXT NOT NULL, attack_spec TEXT NOT NULL, attack_params TEXT NOT NULL,
-    attack_seed INTEGER NOT NULL, attack_meta TEXT NOT NULL,
+    attack_seed INTEGER NOT NULL, attack_meta TEXT NOT NULL, attack_style TEXT,
     dataset TEXT NOT NULL, dataset_spec TEXT NOT NULL, record_id TEXT NOT NULL, label TEXT NOT NULL,
     category TEXT, behaviour TEXT NOT NULL,
     seed INTEGER NOT NULL, generation TEXT NOT NULL,
@@ -97,6 +97,8 @@ class Attempt:
     attack_params: dict[str, Any]
     attack_seed: int
     attack_meta: dict[str, Any]
+    attack_style: str | None
+    """The evolution style the attack stands for (seen/unseen split)."""
     dataset: str
     dataset_spec: dict[str, Any]
     record_id: str
