@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import safethink.judges  # noqa: F401
     from safethink.io import atomic_write_text
-    from safethink.judges import JudgeInput, load_judge
+    from safethink.judges import JudgeInput, RefusalClassifierJudge, load_judge
 
     rows = load_rows(args.data_dir)
     items = [JudgeInput(prompt=r["prompt"], response=r["completion"]) for r in rows]
@@ -84,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.judges:
         judge = load_judge(name)
         t0 = time.perf_counter()
-        # `default` may be the classifier itself: reuse its verdicts rather than embed twice.
-        key = type(judge).__mro__[1].__name__ if name == "default" else type(judge).__name__
-        verdicts = cache.get(key) or judge.judge(items)
-        cache[type(judge).__name__] = verdicts
+        # `default` may be the classifier with the same head: reuse its decisions, embed once.
+        key = (repr(getattr(judge, "head", None) and judge.head.meta), getattr(judge, "threshold", None)) \
+            if isinstance(judge, RefusalClassifierJudge) else name
+        verdicts = cache[key] if key in cache else judge.judge(items)
+        cache[key] = verdicts
         secs = time.perf_counter() - t0
         results[name] = {"spec": judge.spec, **score(rows, [v.refused for v in verdicts]), "seconds": round(secs, 2)}
 

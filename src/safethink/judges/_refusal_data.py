@@ -215,7 +215,7 @@ COMPLIANCE_KINDS: dict[str, Callable[[random.Random], str]] = {
 }
 
 
-def generate_refusal_dataset(n_per_class: int = 1500, *, seed: int = 0) -> list[LabeledText]:
+def generate_refusal_dataset(n_per_class: int = 1000, *, seed: int = 0) -> list[LabeledText]:
     """``n_per_class`` distinct refusals and as many compliant answers, shuffled, deterministic in ``seed``."""
     rng = random.Random(seed)
     out: list[LabeledText] = []

@@ -78,7 +78,7 @@ def train_head(data: list[LabeledText], *, sentences: int = 2, seed: int = 0, ma
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m safethink.judges.train_refusal", description=__doc__.splitlines()[0])
-    ap.add_argument("--n-per-class", type=int, default=1500, help="generated refusals (and as many compliant answers)")
+    ap.add_argument("--n-per-class", type=int, default=1000, help="generated refusals (and as many compliant answers)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sentences", type=int, default=2, help="sentences in the 'opening' feature")
     ap.add_argument("--extra", type=Path, action="append", default=[],
