@@ -89,8 +89,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from safethink.eval import compute_metrics, load_attempts, load_spec, render_report, run_eval
-    from safethink.eval._metrics import ALL
+    from safethink.eval import load_spec, render_report, run_eval
 
     info: dict[str, object] = {}
     if args.report_only:
@@ -121,11 +120,12 @@ def main() -> None:
     png = Path(args.screenshot) if args.screenshot else run_dir / "report.png"
     screenshot(files.html, png, chromium)
     info["screenshot"] = {"path": str(png), **check_png(png)}
-    m = compute_metrics(load_attempts(run_dir))
-    info["judge"] = m.judge
-    info["asr_overall"] = {f"{k[0]} / {k[1]}": v.to_json() for k, v in m.asr.items() if k[2] == ALL}
-    info["asr_per_attack"] = {f"{k[0]} / {k[1]} / {k[2]}": round(v.rate, 3) for k, v in m.asr.items() if k[2] != ALL}
-    info["over_refusal"] = {f"{k[0]} / {k[1]} / {k[2]}": v.to_json() for k, v in m.over_refusal.items()}
+    m = json.loads(files.metrics.read_text())  # the report's own numbers (primary judge of the spec)
+    info["judge"] = m["judge"]
+    info["asr_overall"] = {f"{r['model']} / {r['defence']}": r for r in m["asr"] if r["attack"] == "(all)"}
+    info["asr_per_attack"] = {f"{r['model']} / {r['defence']} / {r['attack']}": round(r["rate"], 3)
+                              for r in m["asr"] if r["attack"] != "(all)"}
+    info["over_refusal"] = {f"{r['model']} / {r['defence']} / {r['dataset']}": r for r in m["over_refusal"]}
     info["report"] = str(files.html)
     print(json.dumps(info, indent=2))
 

@@ -123,6 +123,18 @@ def test_store_rejects_a_file_that_is_not_a_results_database(tmp_path):
         ResultStore(bad)
 
 
+def test_store_upgrades_a_v1_results_file(tmp_path):
+    db = tmp_path / "results.sqlite"
+    ResultStore(db).close()
+    with sqlite3.connect(db) as c:  # make it look like a v1 file: no attack_style column
+        c.execute("ALTER TABLE attempts DROP COLUMN attack_style")
+        c.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    with ResultStore(db) as st:
+        cols = [r[1] for r in st.conn.execute("PRAGMA table_info(attempts)")]
+        ver = st.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert "attack_style" in cols and ver == "2"
+
+
 _CHILD = """
 import sys
 from safethink.eval import load_spec, run_eval

@@ -24,6 +24,14 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _args_suffix(args: dict[str, Any]) -> str:
+    """``(k=v, ...)`` for display names; empty without arguments."""
+    if not args:
+        return ""
+    return "(" + ", ".join(f"{k}={v if isinstance(v, (str, int, float, bool)) else canonical_json(v)}"
+                           for k, v in sorted(args.items())) + ")"
+
+
 class ModelEntry(_Strict):
     spec: str = Field(description="Model spec string: smollm2-135m, hf:<id|path>, openai:<model>@<url>, ...")
     adapter: str | None = Field(default=None, description="PEFT adapter directory (or a safethink training run dir).")
@@ -56,7 +64,7 @@ class DefenceEntry(_Strict):
 
     @property
     def display(self) -> str:
-        return self.name or (self.guard if not self.args else f"{self.guard}{canonical_json(self.args)}")
+        return self.name or self.guard + _args_suffix(self.args)
 
     @property
     def key(self) -> str:
@@ -75,7 +83,7 @@ class AttackEntry(_Strict):
 
     @property
     def display(self) -> str:
-        return self.label or (self.name if not self.args else f"{self.name}{canonical_json(self.args)}")
+        return self.label or self.name + _args_suffix(self.args)
 
     @property
     def key(self) -> str:

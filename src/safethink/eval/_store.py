@@ -147,6 +147,11 @@ class ResultStore:
             raise SafethinkError(f"{self.path}: not a safethink results database ({e})") from None
         if ver is None:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(ver[0]) == 1:  # v1 lacked the attack style column: add it, keep every result
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("ALTER TABLE attempts ADD COLUMN attack_style TEXT")
+            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            self.conn.execute("COMMIT")
         elif int(ver[0]) != SCHEMA_VERSION:
             raise SafethinkError(f"{self.path}: results schema v{ver[0]}, this safethink reads v{SCHEMA_VERSION}")
 
