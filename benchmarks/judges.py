@@ -84,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.judges:
         judge = load_judge(name)
         t0 = time.perf_counter()
-        # `default` may be the classifier with the same head: reuse its decisions, embed once.
-        key = (repr(getattr(judge, "head", None) and judge.head.meta), getattr(judge, "threshold", None)) \
-            if isinstance(judge, RefusalClassifierJudge) else name
-        verdicts = cache[key] if key in cache else judge.judge(items)
-        cache[key] = verdicts
+        if isinstance(judge, RefusalClassifierJudge):
+            # Judges on the same classifier head share its probabilities: embed the answers once.
+            key = repr(judge.head.meta)
+            if key not in cache:
+                cache[key] = judge.p_refused([it.response for it in items])
+            judge.p_refused = lambda responses, p=cache[key]: p  # type: ignore[method-assign]
+        verdicts = judge.judge(items)
         secs = time.perf_counter() - t0
         results[name] = {"spec": judge.spec, **score(rows, [v.refused for v in verdicts]), "seconds": round(secs, 2)}
 
