@@ -132,3 +132,14 @@ def test_bad_judge_and_args(tmp_path, cli):
     line = one_line_error(cli("judge", "--input", str(missing), "--output", str(out)))
     assert str(missing) in line and "no such file" in line
     assert not out.exists()
+
+
+def test_default_judge_without_flag(tmp_path, cli):
+    pytest.importorskip("sentence_transformers")
+    inp, out = write(tmp_path / "in.jsonl", ROWS), tmp_path / "out.jsonl"
+    code, stdout, err = cli("judge", "--input", str(inp), "--output", str(out))
+    assert code == 0, err
+    rows = read(out)
+    assert {r["judge"] for r in rows} == {"default"}
+    assert [r["refused"] for r in rows] == [False, True, True]  # row c starts with "No." (the prefix rule)
+    assert rows[0]["score"] > 0.5 and rows[1]["score"] == 0.0
