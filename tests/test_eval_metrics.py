@@ -48,6 +48,8 @@ def test_wilson_interval_matches_known_values(k, n, expected):
 
 def test_wilson_edge_cases():
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    for n in (1, 3, 17, 85, 1000):  # the bounds contain the rate exactly at k = 0 and k = n
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
     lo, hi = wilson_interval(3, 7)
     assert lo < 3 / 7 < hi
 

@@ -38,8 +38,8 @@ def _grouped_bars(title: str, groups: list[str], series: list[tuple[str, list[Ra
     x = np.arange(len(groups))
     for j, (name, rates) in enumerate(series):
         vals = [r.rate if r and r.n else 0.0 for r in rates]
-        lo = [r.rate - r.ci[0] if r and r.n else 0.0 for r in rates]
-        hi = [r.ci[1] - r.rate if r and r.n else 0.0 for r in rates]
+        lo = [max(0.0, r.rate - r.ci[0]) if r and r.n else 0.0 for r in rates]
+        hi = [max(0.0, r.ci[1] - r.rate) if r and r.n else 0.0 for r in rates]
         ax.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2, label=name)
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=35 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")

@@ -60,8 +60,11 @@ def tables(m: Metrics) -> dict[str, Any]:
     from ._plots import configs
 
     cfgs = configs(m)
-    asr_rows = [{"model": mo, "defence": d, "cells": [_pct(m.asr.get((mo, d, a))) for a in m.attacks],
-                 "overall": _pct(m.asr.get((mo, d, ALL))), "any": _pct(m.any_attack.get((mo, d)))} for mo, d in cfgs]
+    # One row per attack and one column per model/defence: attacks are many, configurations few.
+    cfg_names = [f"{mo} / {d}" for mo, d in cfgs]
+    asr_rows = [{"attack": a, "cells": [_pct(m.asr.get((mo, d, a))) for mo, d in cfgs]} for a in m.attacks]
+    asr_total = {"overall": [_pct(m.asr.get((mo, d, ALL))) for mo, d in cfgs],
+                 "any": [_pct(m.any_attack.get((mo, d))) for mo, d in cfgs]}
     ds = [x for x in m.datasets if any(k[2] == x for k in m.over_refusal)]
     ref_rows = [{"model": mo, "defence": d, "cells": [_pct(m.over_refusal.get((mo, d, x))) for x in ds],
                  "overall": _pct(m.over_refusal.get((mo, d, ALL))), "answer": _pct(m.benign_answer.get((mo, d)))}
@@ -72,7 +75,7 @@ def tables(m: Metrics) -> dict[str, Any]:
                 "unseen": _pct(m.seen_unseen.get((mo, d, "unseen")))}
                for mo, d in cfgs if (mo, d, "seen") in m.seen_unseen or (mo, d, "unseen") in m.seen_unseen]
     act_rows = [{"model": k[0], "defence": k[1], "action": k[2], "count": v} for k, v in sorted(m.guard_actions.items())]
-    return {"attacks": m.attacks, "ref_datasets": ds, "asr_rows": asr_rows, "ref_rows": ref_rows,
+    return {"attacks": m.attacks, "cfg_names": cfg_names, "asr_total": asr_total, "ref_datasets": ds, "asr_rows": asr_rows, "ref_rows": ref_rows,
             "sr_rows": sr_rows, "su_rows": su_rows, "act_rows": act_rows}
 
 

@@ -95,11 +95,11 @@ class DatasetEntry(_Strict):
     label: Literal["harmful", "benign"] | None = Field(default=None, description="Keep only records with this label.")
     limit: int | None = Field(default=None, ge=1, description="At most this many records (taken deterministically with the seed).")
     column_map: dict[str, str] | None = Field(default=None, description="Column names for local files, e.g. {prompt: goal}.")
-    name: str | None = Field(default=None, description="Display name (default: source, plus the label when given).")
+    name: str | None = Field(default=None, description="Display name (default: the source; give names when two entries share a source).")
 
     @property
     def display(self) -> str:
-        return self.name or (f"{self.source}:{self.label}" if self.label else self.source)
+        return self.name or self.source
 
     @property
     def key(self) -> str:
