@@ -71,6 +71,20 @@ def test_report_files_and_numbers(tmp_path):
     assert t.num_rows == len(rows) and "attempt_key" in t.column_names
 
 
+def test_report_shows_strongreject_and_seen_unseen(tmp_path):
+    sr = {"strongreject": {"refused": False, "score": 0.25, "explanation": "", "judge": "strongreject:x", "details": None}}
+    rows = [make_attempt(i, attack=a, style=a, styles=["role_play"], extra=sr, refused=i != 1, score=float(i == 1))
+            for i, a in enumerate(["role-play", "role-play", "base64", "base64"])]
+    with ResultStore(tmp_path / "results.sqlite") as st:
+        st.start_run("r", {"name": "x", "judges": [{"name": "kw"}]})
+        st.add(rows)
+    md = render_report(tmp_path).markdown.read_text()
+    assert "## StrongREJECT mean score" in md and "| (all) | 0.250 |" in md
+    # seen = role-play (1 of 2 jailbroken), unseen = base64 (0 of 2)
+    assert "## Seen vs unseen attack styles" in md
+    assert "| m | none | 50.0% [9.5, 90.5] (n=2) | 0.0% [0.0, 65.8] (n=2) |" in md
+
+
 def test_report_is_a_pure_function_of_the_store(tmp_path):
     _populate(tmp_path)
     a = render_report(tmp_path).html.read_text()

@@ -69,8 +69,8 @@ def tables(m: Metrics) -> dict[str, Any]:
     ref_rows = [{"model": mo, "defence": d, "cells": [_pct(m.over_refusal.get((mo, d, x))) for x in ds],
                  "overall": _pct(m.over_refusal.get((mo, d, ALL))), "answer": _pct(m.benign_answer.get((mo, d)))}
                 for mo, d in cfgs]
-    sr_rows = [{"model": mo, "defence": d, "cells": [_num(m.strongreject.get((mo, d, a))) for a in m.attacks],
-                "overall": _num(m.strongreject.get((mo, d, ALL)))} for mo, d in cfgs] if m.strongreject else []
+    sr_rows = [{"attack": a, "cells": [_num(m.strongreject.get((mo, d, a))) for mo, d in cfgs]}
+               for a in m.attacks + [ALL]] if m.strongreject else []
     su_rows = [{"model": mo, "defence": d, "seen": _pct(m.seen_unseen.get((mo, d, "seen"))),
                 "unseen": _pct(m.seen_unseen.get((mo, d, "unseen")))}
                for mo, d in cfgs if (mo, d, "seen") in m.seen_unseen or (mo, d, "unseen") in m.seen_unseen]
