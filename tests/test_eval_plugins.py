@@ -91,6 +91,26 @@ class Rot13Attack:
         return codecs.decode(text, "rot13")
 
 
+class ProbeAttack:
+    """An adaptive attack in miniature: asks the target once and records what it saw."""
+
+    name: ClassVar[str] = "test-probe"
+    family: ClassVar[str] = "model-driven"
+    paper: ClassVar[str] = "-"
+    needs_target: ClassVar[bool] = True
+
+    def prepare(self, records, *, seed, target=None):
+        from safethink.models import GenerationConfig
+
+        convs = [[{"role": "user", "content": r.prompt}] for r in records]
+        seen = target.generate(convs, GenerationConfig(max_new_tokens=4))
+        return [AttackedPrompt(r.id, c, self.name, {}, seed, meta={"probe": o.text, "target": target.spec})
+                for r, c, o in zip(records, convs, seen)]
+
+    def decode_response(self, text: str) -> str:
+        return text
+
+
 class SlowGuard:
     """Pass-through guard; ``delay`` seconds per batch (so a run can be killed mid-way) and
     ``block``: requests containing this word are blocked without generating."""
@@ -132,6 +152,7 @@ class HalfJudge:
 
 _register(ATTACKS, UpperAttack)
 _register(ATTACKS, Rot13Attack)
+_register(ATTACKS, ProbeAttack)
 _register(GUARDS, SlowGuard)
 JUDGES.register("test-parity")(ParityJudge) if "test-parity" not in JUDGES else None
 JUDGES.register("test-half")(HalfJudge) if "test-half" not in JUDGES else None

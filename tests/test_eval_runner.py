@@ -100,6 +100,17 @@ def test_blocked_requests_are_stored_with_the_guard_action(spec_d, tiny_model):
     assert blocked[0].visible_output == ""
 
 
+@pytest.mark.timeout(600)
+def test_adaptive_attacks_query_the_target_through_the_defence(spec_d, tiny_model):
+    spec_d["defences"] = [{"guard": "test-slow", "args": {"block": "poison"}, "name": "blocker"}]
+    spec_d["attacks"] = [{"name": "test-probe"}]
+    res = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    with open_store(res.out_dir) as st:
+        probes = {_short(a.record_id): a.attack_meta for a in st.attempts() if a.attack == "test-probe"}
+    assert probes["h3"]["probe"] == ""  # the guard blocked the attacker's query too
+    assert probes["h1"]["probe"] != "" and probes["h1"]["target"] == tiny_model.spec
+
+
 def test_unknown_plugin_names_fail_before_any_model_loads(spec_d):
     spec_d["attacks"].append({"name": "no-such-attack"})
     with pytest.raises(SpecError, match=r"attacks\[2\]\.name: unknown attack 'no-such-attack'"):

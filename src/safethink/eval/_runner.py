@@ -158,7 +158,8 @@ def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any
         c = items[positions[0]][0]
         attack = attacks[c.attack.key]
         recs = [c.records[items[p][1]] for p in positions]
-        out = attack.prepare(recs, seed=seed, target=model if getattr(attack, "needs_target", False) else None)
+        target = GuardedTarget(model, guard) if getattr(attack, "needs_target", False) else None
+        out = attack.prepare(recs, seed=seed, target=target)
         by_id = {p.record_id: p for p in out}
         missing = [r.id for r in recs if r.id not in by_id]
         if missing or len(out) != len(recs):
@@ -211,6 +212,35 @@ def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any
             attack_seconds=(t1 - t0) / n, generate_seconds=(t2 - t1) / n, judge_seconds=(t3 - t2) / n,
         ))
     return rows
+
+
+class GuardedTarget:
+    """The target as an adaptive attack (PAIR, TAP) sees it: answers come through the defence.
+
+    White-box attacks (GCG) read the underlying model's attributes (``.model``, ``.tokenizer``),
+    which pass through unchanged.
+    """
+
+    def __init__(self, model: Any, guard: Any):
+        self._model, self._guard = model, guard
+        self.spec = model.spec
+
+    def generate(self, conversations, config=None, *, prefixes=None, hook=None, progress=None):
+        from ..models import Completion, GenerationConfig
+
+        if prefixes is not None or hook is not None:  # prefilling / token hooks bypass the guard
+            return self._model.generate(conversations, config or GenerationConfig(), prefixes=prefixes,
+                                        hook=hook, progress=progress)
+        outs = self._guard.generate(self._model, list(conversations), config or GenerationConfig(), progress=progress)
+        return [Completion(text=o.text, raw_text=o.raw,
+                           finish_reason=o.finish_reason if o.finish_reason in ("stop", "length", "hook") else "stop")
+                for o in outs]
+
+    def close(self) -> None:  # the runner owns the model's lifetime
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
 
 
 def _judge(judge: Any, key: str, inputs: list[JudgeInput]) -> list[Verdict]:
