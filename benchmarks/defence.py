@@ -30,7 +30,6 @@ TRANSFORM_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors",
     "poems", "wikipedia", "aim", "dev-mode", "evil-confidant", "base64", "rot13", "leetspeak", "disemvowel",
     "misspellings", "caesar", "atbash", "morse", "deep-inception", "past-tense", "payload-splitting", "few-shot",
-    "prefilling",
 )
 
 
