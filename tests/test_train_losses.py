@@ -72,3 +72,21 @@ def test_weighted_token_nll_by_hand():
     assert weighted_token_nll(log_probs, mask, None).item() == pytest.approx((1 + 2 + 0.5) / 3)
     # with the accumulated batch's token count (gradient accumulation)
     assert weighted_token_nll(log_probs, mask, None, num_items=7).item() == pytest.approx(3.5 / 7)
+
+
+def test_next_token_log_probs_matches_cross_entropy():
+    import torch
+    import torch.nn.functional as F
+
+    from safethink.train._losses import next_token_log_probs
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    labels = torch.tensor([[-100, -100, 3, 4, 7], [-100, 1, 2, -100, -100]])
+    lp, mask, top1 = next_token_log_probs(logits, labels)
+    assert lp.shape == mask.shape == top1.shape == (2, 4)
+    assert mask.tolist() == [[False, True, True, True], [True, True, False, False]]
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+    assert torch.allclose(-lp.sum(), ce, atol=1e-5)
+    assert (lp[~mask] == 0).all()
+    assert top1[0, 1].item() == (logits[0, 1].argmax().item() == 3)

@@ -38,6 +38,19 @@ def weighted_token_nll(
     return nll.sum() / torch.as_tensor(denom, device=nll.device).clamp(min=1)
 
 
+def next_token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From full ``[B, T, V]`` logits and ``[B, T]`` labels (-100 = not trained), the same per-token
+    fields TRL's fused head returns, all ``[B, T-1]``: log-probability of each next-token label (0 where
+    untrained), the trained-token mask, and whether the label was the top-1 prediction."""
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:]
+    mask = target != -100
+    safe = target.clamp(min=0).unsqueeze(-1)
+    log_probs = (logits.gather(-1, safe).squeeze(-1) - logits.logsumexp(-1)) * mask
+    is_top1 = (logits.argmax(-1) == target) & mask
+    return log_probs, mask, is_top1
+
+
 def pivot_positions(labels: torch.Tensor, safe_id: int, unsafe_id: int) -> torch.Tensor:
     """Boolean ``[B, T-1]`` mask of the (shifted) positions whose next-token label is ``[SAFE]``
     or ``[UNSAFE]``: the hidden state / logits at these positions predict a pivot."""

@@ -1,7 +1,8 @@
 """TRL's SFTTrainer with the SCoT and R2D losses; only ``compute_loss`` changes.
 
-The forward pass is TRL's fused LM head (per-token log-probabilities without materialising the
-``[B, T, V]`` logits). CPO needs logits at the few ``[SAFE]``/``[UNSAFE]`` label positions only,
+On CUDA the forward pass is TRL's fused LM head (per-token log-probabilities without
+materialising the ``[B, T, V]`` logits); on CPU, where that chunked kernel is about twice as slow,
+the logits are materialised (``fused_lm_head`` overrides the choice). CPO needs logits at the few ``[SAFE]``/``[UNSAFE]`` label positions only,
 so a forward hook on the backbone projects the hidden states at those positions onto the two
 output rows: the extra cost is ``N_pivots x 2 x H``, not a second forward or full logits.
 """
@@ -16,7 +17,7 @@ from torch.distributed.tensor import DTensor
 from trl import SFTTrainer
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
-from ._losses import cpo_from_pivot_logits, pivot_positions, weighted_token_nll
+from ._losses import cpo_from_pivot_logits, next_token_log_probs, pivot_positions, weighted_token_nll
 from ._trainer_config import SafetySFTConfig
 
 
@@ -90,20 +91,29 @@ class SafetyTrainer(SFTTrainer):
             weights = None
         inputs["use_cache"] = False
         self._cpo_labels = inputs["labels"] if self.args.uses_cpo else None
+        fused = self.args.fused_lm_head
+        if fused is None:
+            fused = torch.cuda.is_available()
         try:
-            outputs = model(**inputs, fused_lm_head=True)
+            if fused:
+                outputs = model(**inputs, fused_lm_head=True)
+                log_probs, label_mask, is_top1 = outputs.log_probs, outputs.label_mask, outputs.is_top1
+            else:
+                labels = inputs.pop("labels")
+                outputs = model(**inputs)
+                log_probs, label_mask, is_top1 = next_token_log_probs(outputs.logits, labels)
         finally:
             self._cpo_labels = None
         pivot_out, self._pivot_out = self._pivot_out, None
 
-        loss = weighted_token_nll(outputs.log_probs, outputs.label_mask, weights, num_items_in_batch)
+        loss = weighted_token_nll(log_probs, label_mask, weights, num_items_in_batch)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts every rank's tokens and DDP averages gradients (as in TRL)
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         metrics = self._metrics[mode]
-        n_valid = outputs.label_mask.sum().clamp(min=1)
-        metrics["ce_loss"].append((-(outputs.log_probs.detach()).sum() / n_valid).item())
-        metrics["mean_token_accuracy"].append((outputs.is_top1.sum() / n_valid).item())
+        n_valid = label_mask.sum().clamp(min=1)
+        metrics["ce_loss"].append((-(log_probs.detach() * label_mask).sum() / n_valid).item())
+        metrics["mean_token_accuracy"].append(((is_top1 & label_mask).sum() / n_valid).item())
 
         if self.args.uses_cpo:
             if pivot_out is None:

@@ -20,6 +20,9 @@ class SafetySFTConfig(SFTConfig):
     cpo_weight: float = field(default=1.0, metadata={"help": "R2D: weight of the CPO term."})
     pivot_safe_id: int | None = field(default=None, metadata={"help": "Token id of [SAFE] (R2D)."})
     pivot_unsafe_id: int | None = field(default=None, metadata={"help": "Token id of [UNSAFE] (R2D)."})
+    fused_lm_head: bool | None = field(default=None, metadata={
+        "help": "Use TRL's chunked fused LM head (saves memory on long sequences). None: on with CUDA, off on "
+                "CPU, where materialising the logits is about twice as fast."})
 
     def __post_init__(self) -> None:
         if self.method not in ("scot", "r2d", "sft"):
