@@ -31,7 +31,11 @@ def run(model, guard, script, convs, cfg=CFG):
         return guard.generate(model, convs, cfg), s
 
 
-@pytest.mark.parametrize("name", GUARDS.names())
+# Only the guards safethink ships: other test modules register test-only guards in the same registry.
+SHIPPED_GUARDS = [n for n, cls in GUARDS.items() if cls.__module__.startswith("safethink.")]
+
+
+@pytest.mark.parametrize("name", SHIPPED_GUARDS)
 def test_every_guard_honours_the_contract(tiny_model, name):
     """Declarative class attributes, recorded build args, one output per conversation, in order."""
     guard = GUARDS.create(name, **CHEAP_ARGS.get(name, {}))
