@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +82,7 @@ class HFChatModel:
         self.adapter = adapter
         self.model.eval()
         self._eos_ids = end_of_turn_ids(tokenizer, model)
+        self._pieces: dict[int, str] = {}
 
     @classmethod
     def from_path(
@@ -210,9 +210,13 @@ class HFChatModel:
             ))
         return completions
 
-    @lru_cache(maxsize=65536)  # noqa: B019 - one model object per process, ids are bounded
     def _piece(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+        """Decoded text of one token, cached per model (a per-instance dict, so the cache never keeps
+        a released model alive the way a method-level lru_cache would)."""
+        piece = self._pieces.get(token_id)
+        if piece is None:
+            piece = self._pieces[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return piece
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
