@@ -111,7 +111,8 @@ def _trainers(method: str, model_dir: str, records: list, out: Path, args) -> tu
     # SafetyTrainer applies this one-line compatibility fix itself, the plain TRL baseline needs it too.
     _expose_head_bias(_pretrained(variants["trl-sft"].model))
     for name, extra in specs:
-        cfg = SafetySFTConfig(output_dir=str(out / name), **common, **extra)
+        # fused_lm_head=True: the same LM-head kernel as the plain TRL baseline, so only the losses differ
+        cfg = SafetySFTConfig(output_dir=str(out / name), fused_lm_head=True, **common, **extra)
         variants[name] = SafetyTrainer(model=model(), args=cfg, train_dataset=Dataset.from_list(rows),
                                        processing_class=tok, peft_config=lora(),
                                        data_collator=SafetyCollator(tok.pad_token_id, with_weights=method == "scot"))
