@@ -44,19 +44,18 @@ def quickstart(
     with prog:
         rows, files = run_quickstart(cfg, progress)
     _, attacks, sets = summarise(out / "eval")
+    # One column per variant and one row per metric, so the table fits a terminal.
     table = Table(title=f"safethink quickstart ({model}, held-out prompts, {'fast' if fast else 'full'})")
-    table.add_column("variant", style="bold")
-    for a in attacks:
-        table.add_column(f"ASR {a}", justify="right")
-    table.add_column("ASR all [95% CI]", justify="right")
-    for s in sets:
-        table.add_column(f"refused {s}", justify="right")
-    table.add_column("benign answered", justify="right")
+    table.add_column("metric", style="bold")
     for r in rows:
-        lo, hi = r.asr_ci
-        table.add_row(r.variant, *[_pct(r.asr.get(a, float("nan"))) for a in attacks],
-                      f"{_pct(r.asr_all)} [{_pct(lo)}-{_pct(hi)}]",
-                      *[_pct(r.over_refusal.get(s, float("nan"))) for s in sets], _pct(r.benign_answer))
+        table.add_column(r.variant, justify="right")
+    for a in attacks:
+        table.add_row(f"ASR {a}", *[_pct(r.asr.get(a, float("nan"))) for r in rows])
+    table.add_row("ASR all attacks", *[_pct(r.asr_all) for r in rows])
+    table.add_row("  95% CI", *[f"{_pct(r.asr_ci[0])}-{_pct(r.asr_ci[1])}" for r in rows])
+    for s_ in sets:
+        table.add_row(f"refused: {s_}", *[_pct(r.over_refusal.get(s_, float("nan"))) for r in rows])
+    table.add_row("benign answered", *[_pct(r.benign_answer) for r in rows])
     console.print(table)
     console.print(f"report: {files.html}  ({time.perf_counter() - t0:.0f} s)")
 
