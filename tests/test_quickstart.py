@@ -1,0 +1,59 @@
+"""The quickstart's held-out split: deterministic, twin pairs on one side, no train/eval overlap."""
+
+from __future__ import annotations
+
+import json
+
+from safethink.quickstart import QuickstartConfig, _retain_ratio, split_seed_set, split_sources
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_split_keeps_pairs_together_and_never_overlaps(tmp_path):
+    cfg = QuickstartConfig(out=tmp_path / "a", train_harmful=40)
+    splits = split_seed_set(cfg)
+    h_tr, t_tr = _rows(splits["harmful_train"]), _rows(splits["twins_train"])
+    h_ev, t_ev = _rows(splits["harmful_eval"]), _rows(splits["twins_eval"])
+    assert len(h_tr) == len(t_tr) == 40
+    # every held-out harmful prompt's twin is held out too, and nothing held out is trained on
+    assert [int(h["id"].split("-")[1]) for h in h_ev] == [int(t["id"].split("-")[1]) for t in t_ev]
+    for kind in ("harmful", "twins", "benign", "borderline"):
+        train = {r["prompt"] for r in _rows(splits[f"{kind}_train"])}
+        held = {r["prompt"] for r in _rows(splits[f"{kind}_eval"])}
+        assert train and held and not train & held, kind
+    assert {r["label"] for r in h_tr + h_ev} == {"harmful"}
+    assert {r["label"] for r in t_tr + t_ev} == {"benign"}
+    # every policy category is represented among the held-out harmful prompts
+    assert len({r["category"] for r in h_ev}) == 8
+    # the retain ratio keeps every benign training prompt
+    harmful, benign = split_sources(splits)
+    n_benign = sum(len(_rows(splits[k])) for k in ("twins_train", "borderline_train", "benign_train"))
+    assert _retain_ratio(splits) * len(h_tr) == n_benign and len(benign) == 3 and len(harmful) == 1
+
+
+def test_split_is_deterministic_and_seeded(tmp_path):
+    a = split_seed_set(QuickstartConfig(out=tmp_path / "a"))
+    b = split_seed_set(QuickstartConfig(out=tmp_path / "b"))
+    c = split_seed_set(QuickstartConfig(out=tmp_path / "c", seed=1))
+    assert a["harmful_eval"].read_text() == b["harmful_eval"].read_text()
+    assert a["harmful_eval"].read_text() != c["harmful_eval"].read_text()
+
+
+def test_eval_specs_name_registered_plugins(tmp_path):
+    import safethink.attacks  # noqa: F401 - registers the attacks
+    import safethink.guard  # noqa: F401 - registers the guards
+    from safethink.attacks import ATTACKS
+    from safethink.guard import GUARDS
+    from safethink.quickstart import DEFAULT_ATTACKS, VARIANTS, eval_specs, split_eval_datasets
+
+    cfg = QuickstartConfig.for_mode(tmp_path, fast=True)
+    splits = split_seed_set(cfg)
+    runs = {"scot": tmp_path / "runs" / "scot", "r2d": tmp_path / "runs" / "r2d"}
+    specs = eval_specs(cfg, split_eval_datasets(cfg, splits), runs)
+    assert [s.defences[0].guard for s in specs] == [v.guard for v in VARIANTS]
+    assert all(a in ATTACKS for a in DEFAULT_ATTACKS) and len(cfg.attacks) >= 8
+    assert all(v.guard in GUARDS for v in VARIANTS)
+    assert {s.out for s in specs} == {str(tmp_path / "eval")}
+    assert [s.models[0].adapter for s in specs] == [None, None, str(runs["scot"]), str(runs["r2d"]), str(runs["r2d"])]
