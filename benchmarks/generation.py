@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -53,20 +52,9 @@ def ours_generate(m, convs, max_new_tokens: int, batch_size: int) -> tuple[int, 
     return sum(o.completion_tokens for o in outs), [o.token_ids for o in outs]
 
 
-def machine() -> dict:
-    import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+from _machine import machine  # noqa: E402 - shared with the other benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,20 +26,6 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "guard.json"
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def with_pivot_tokens(m):
@@ -52,6 +37,9 @@ def with_pivot_tokens(m):
         m.tokenizer.add_tokens(missing, special_tokens=True)
         m.model.resize_token_embeddings(len(m.tokenizer), mean_resizing=False)
     return m
+
+
+from _machine import machine  # noqa: E402 - shared with the other benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:
