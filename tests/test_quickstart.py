@@ -57,3 +57,28 @@ def test_eval_specs_name_registered_plugins(tmp_path):
     assert all(v.guard in GUARDS for v in VARIANTS)
     assert {s.out for s in specs} == {str(tmp_path / "eval")}
     assert [s.models[0].adapter for s in specs] == [None, None, str(runs["scot"]), str(runs["r2d"]), str(runs["r2d"])]
+
+
+def test_data_variant_and_cached_training_on_the_tiny_model(tmp_path, tiny_dir):
+    """A tagged data variant lands next to the default sets, evolution adds rewritten harmful prompts,
+    and a finished run is reused instead of retrained."""
+    from safethink.data._training import read_manifest
+    from safethink.quickstart import build_training_sets, train_adapter
+
+    cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=3, extra_benign_ratio=1.0,
+                           retain_tokens=4, evolve=("role_play",), train_overrides={"max_steps": 1, "batch_size": 2})
+    splits = split_seed_set(cfg)
+    harmful, benign = split_sources(splits)
+    data = build_training_sets(cfg, harmful, benign, retain_ratio=1.0, methods=("scot",), tag="-x")
+    assert list(data) == ["scot"] and data["scot"] == tmp_path / "data" / "scot-x"
+    assert not (tmp_path / "data" / "r2d-x").exists()
+    counts = read_manifest(data["scot"]).counts
+    assert counts["by_kind"]["refusal"] == 6  # 3 originals + 3 role-play rewrites
+    assert counts["by_style"]["role_play"] == 3
+
+    run = train_adapter(cfg, "scot", data["scot"], tmp_path / "runs" / "scot-x")
+    card = run / "safethink_run.json"
+    first = card.read_text()
+    assert json.loads(first)["steps"] == 1
+    assert train_adapter(cfg, "scot", data["scot"], run, {"lr": 1.0}) == run
+    assert card.read_text() == first

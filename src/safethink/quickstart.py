@@ -74,6 +74,8 @@ class QuickstartConfig:
     max_new_tokens: int = 192
     retain_tokens: int = 128
     epochs: float = 2.0
+    evolve: tuple[str, ...] = ()
+    """Evolution styles: each harmful training prompt adds one rule-rewritten variant."""
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -161,18 +163,21 @@ def split_sources(splits: dict[str, Path]) -> tuple[list[str], list[str]]:
 
 def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[str], progress: ProgressFn = _quiet,
                         *, retain_ratio: float = 1.0, limit: int | None = None, benign_limit: int | None = None,
-                        data_dir: str | None = None, check_eval_overlap: bool = False) -> dict[str, Path]:
-    """SCoT and R2D sets from the same prompts; both share the cached self-distilled answers."""
+                        data_dir: str | None = None, check_eval_overlap: bool = False,
+                        methods: tuple[str, ...] = ("scot", "r2d"), tag: str = "") -> dict[str, Path]:
+    """SCoT and R2D sets from the same prompts; both share the cached self-distilled answers.
+
+    The sets land in ``out/data/<method><tag>``; ``tag`` names a variant of the default mix."""
     from .synth import BuildConfig, build_dataset
 
     out = {}
-    for method in ("scot", "r2d"):
+    for method in methods:
         bc = BuildConfig(
             method=method, harmful=harmful, benign=benign, teacher="structured", model=cfg.model, seed=cfg.seed,
-            retain_ratio=retain_ratio, limit=limit, benign_limit=benign_limit, data_dir=data_dir,
-            max_new_tokens=cfg.retain_tokens, check_eval_overlap=check_eval_overlap,
+            evolve=list(cfg.evolve), retain_ratio=retain_ratio, limit=limit, benign_limit=benign_limit,
+            data_dir=data_dir, max_new_tokens=cfg.retain_tokens, check_eval_overlap=check_eval_overlap,
         )
-        dest = cfg.out / "data" / method
+        dest = cfg.out / "data" / f"{method}{tag}"
         build_dataset(bc, dest, cache_dir=cfg.out / "cache" / "retain",
                       progress=lambda what, done, total, m=method: progress(f"data {m}: {what}", done, total))
         out[method] = dest
@@ -190,20 +195,24 @@ def _retain_ratio(splits: dict[str, Path]) -> float:
 
 # ------------------------------------------------------------------ 3. train
 def train_adapters(cfg: QuickstartConfig, data: dict[str, Path], progress: ProgressFn = _quiet) -> dict[str, Path]:
+    return {method: train_adapter(cfg, method, data[method], cfg.out / "runs" / method, progress=progress)
+            for method in ("scot", "r2d")}
+
+
+def train_adapter(cfg: QuickstartConfig, method: str, data: Path, dest: Path, overrides: dict[str, Any] | None = None,
+                  progress: ProgressFn = _quiet) -> Path:
+    """One ``cpu-small`` run (cached: a finished run in ``dest`` is kept)."""
     from .train import load_train_config, train
 
-    runs = {}
-    for method in ("scot", "r2d"):
-        dest = cfg.out / "runs" / method
-        runs[method] = dest
-        if (dest / "safethink_run.json").is_file():
-            continue
-        overrides = {"method": method, "epochs": cfg.epochs, "seed": cfg.seed, **cfg.train_overrides}
-        tc = load_train_config(preset="cpu-small", overrides=overrides)
-        progress(f"train {method}", 0, 0)
-        train(tc, model=cfg.model, data=data[method], out=dest, keep_checkpoints=False,
-              callbacks=[_StepProgress(lambda d, t, m=method: progress(f"train {m}", d, t))])
-    return runs
+    if (dest / "safethink_run.json").is_file():
+        return dest
+    merged = {"method": method, "epochs": cfg.epochs, "seed": cfg.seed, **cfg.train_overrides, **(overrides or {})}
+    tc = load_train_config(preset="cpu-small", overrides=merged)
+    label = f"train {dest.name}"
+    progress(label, 0, 0)
+    train(tc, model=cfg.model, data=data, out=dest, keep_checkpoints=False,
+          callbacks=[_StepProgress(lambda d, t: progress(label, d, t))])
+    return dest
 
 
 def _StepProgress(fn: Callable[[int, int], None]) -> Any:
