@@ -28,9 +28,10 @@ Stage = Literal["split", "data", "train", "eval", "report"]
 
 DEFAULT_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "aim",
-    "evil-confidant", "past-tense", "payload-splitting", "distractors", "leetspeak",
+    "evil-confidant", "past-tense", "payload-splitting",
 )
-FAST_ATTACKS = DEFAULT_ATTACKS[:8]
+EVOLVE_STYLES = ("slang", "uncommon_dialects", "role_play", "evidence_based_persuasion", "logical_appeal",
+                 "expert_endorsement")
 
 
 @dataclass(frozen=True)
@@ -63,26 +64,29 @@ class QuickstartConfig:
     seed: int = 0
     eval_fraction: float = 0.25
     """Share of each seed set held out for evaluation (never trained on)."""
-    eval_harmful: int = 24
-    eval_benign: int = 16
+    eval_harmful: int = 16
+    eval_benign: int = 12
     """Held-out records per benign set (twins, ordinary, safe-but-scary)."""
-    train_harmful: int | None = 80
+    train_harmful: int | None = 60
     """Harmful training prompts (None: all of the training split); each brings its benign twin."""
     extra_benign_ratio: float = 0.5
     """Ordinary and safe-but-scary training prompts, each this many per harmful one."""
     attacks: tuple[str, ...] = DEFAULT_ATTACKS
-    max_new_tokens: int = 192
-    retain_tokens: int = 128
-    epochs: float = 2.0
-    evolve: tuple[str, ...] = ()
-    """Evolution styles: each harmful training prompt adds one rule-rewritten variant."""
+    max_new_tokens: int = 160
+    retain_tokens: int = 64
+    """Cap on the self-distilled retain answers (training cost on CPU is per token)."""
+    epochs: float = 1.0
+    evolve: tuple[str, ...] = EVOLVE_STYLES
+    """Evolution styles: each harmful training prompt adds one rule-rewritten variant (SCoT's
+    question evolution), so refusals and retain answers come 1:1 with the twins on the retain side."""
+    gen_batch_size: int = 32
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0) -> QuickstartConfig:
         if fast:
             return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=4, eval_benign=4,
-                       train_harmful=24, attacks=FAST_ATTACKS, max_new_tokens=160, retain_tokens=96, epochs=1.0)
+                       train_harmful=12, max_new_tokens=128, retain_tokens=48)
         return cls(out=out, model=model, seed=seed)
 
 
@@ -252,7 +256,7 @@ def eval_specs(cfg: QuickstartConfig, datasets: list[dict[str, Any]], runs: dict
             "defences": [{"guard": v.guard, "args": v.guard_args, "name": v.name}],
             "attacks": [{"name": a} for a in cfg.attacks], "datasets": datasets,
             "judges": judges or [{"name": "default", "primary": True}],
-            "generation": {"max_new_tokens": cfg.max_new_tokens, "batch_size": 16},
+            "generation": {"max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.gen_batch_size},
             "seed": cfg.seed, "out": str(cfg.out / "eval"),
         }, source="quickstart"))
     return specs
