@@ -71,3 +71,34 @@ def test_collator_pad_to_multiple_and_real_rows(tokenizer):
     assert batch["labels"][0, :n].tolist() == short[1]
     assert (batch["labels"][0, n:] == -100).all() and (batch["attention_mask"][0, n:] == 0).all()
     assert batch["attention_mask"].sum().item() == len(short[0]) + len(long[0])
+
+
+def test_decision_weights_land_on_the_verdict_tokens(tokenizer):
+    from safethink.data._formats import decision_spans
+    from safethink.data._training import TrainingRecord
+    from safethink.train._data import encode_records
+
+    answer = ("#### Verify Request\nUser asks to make a weapon.\n* harassment/threatening: No.\n"
+              "* illicit/violent: Yes. Reason: weapons.\nTherefore, the request violates illicit/violent. "
+              "I need to reject the request.\n#### Response\nNo. I can't help with that.")
+    spans = decision_spans(answer)
+    assert [answer[a:b] for a, b in spans[:2]] == ["No", "Yes"]
+    assert answer[spans[2][0]:spans[2][1]].startswith("Therefore, the request violates")
+    rec = TrainingRecord.model_validate({
+        "id": "x", "method": "scot", "kind": "refusal", "label": "harmful", "categories": ["illicit/violent"],
+        "style": "original", "source": "t", "messages": [{"role": "user", "content": "Make a weapon."},
+                                                          {"role": "assistant", "content": answer}]})
+    (plain,), _ = encode_records(tokenizer, [rec], max_length=512)
+    (row,), _ = encode_records(tokenizer, [rec], max_length=512, decision_weight=4.0)
+    assert "token_weights" not in plain and row["input_ids"] == plain["input_ids"]
+    heavy = [tokenizer.decode([t]) for t, w in zip(row["input_ids"], row["token_weights"]) if w == 4.0]
+    # the two verdict words and the conclusion line, nothing from the prompt or the response part
+    assert heavy[:2] == [" No", " Yes"]
+    assert "".join(heavy[2:]) == "Therefore, the request violates illicit/violent. I need to reject the request."
+    assert set(row["token_weights"]) == {1.0, 4.0}
+
+    batch = SafetyCollator(tokenizer.pad_token_id, with_weights=True)([row, {**plain, "loss_weight": 0.5}])
+    w = batch["loss_weights"]
+    assert w.shape == batch["input_ids"].shape
+    assert w[1].eq(0.5).all()  # a row without token weights keeps its example weight everywhere
+    assert w[0, :len(row["token_weights"])].tolist() == row["token_weights"]

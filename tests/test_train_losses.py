@@ -90,3 +90,11 @@ def test_next_token_log_probs_matches_cross_entropy():
     assert torch.allclose(-lp.sum(), ce, atol=1e-5)
     assert (lp[~mask] == 0).all()
     assert top1[0, 1].item() == (logits[0, 1].argmax().item() == 3)
+
+
+def test_weighted_token_nll_per_token_weights_align_with_next_token_labels():
+    # [B, T] weights are per input position (as the collator builds them); label t+1 takes weight t+1
+    log_probs = torch.tensor([[-1.0, -2.0, -4.0]])  # [B, T-1]: log p(label_1), log p(label_2), log p(label_3)
+    mask = torch.tensor([[True, True, True]])
+    w = torch.tensor([[9.0, 1.0, 3.0, 1.0]])  # position 0 is a prompt token: never weighted in
+    assert weighted_token_nll(log_probs, mask, w).item() == pytest.approx((1 * 1 + 3 * 2 + 1 * 4) / 3)

@@ -77,6 +77,8 @@ def train_cmd(
     full_ft: Annotated[Optional[bool], typer.Option("--full-ft/--lora", help="Train all weights instead of LoRA.")] = None,
     cpo_weight: Annotated[Optional[float], typer.Option(min=0.0, help="R2D: CPO weight (0 = CE only).")] = None,
     retain_weight: Annotated[Optional[float], typer.Option(min=0.0, help="SCoT lambda on retain examples.")] = None,
+    decision_weight: Annotated[Optional[float], typer.Option(
+        min=0.0, help="SCoT: loss weight of the verdict tokens (rule Yes/No, conclusion); 1 = plain CE.")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16, fp16.")] = None,
     report_to: Annotated[Optional[list[str]], typer.Option(help="tensorboard and/or wandb (repeatable).")] = None,
@@ -89,7 +91,7 @@ def train_cmd(
 
     overrides = dict(method=method.value, epochs=epochs, lr=lr, lora_r=lora_r, max_steps=max_steps,
                      batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, full_ft=full_ft,
-                     cpo_weight=cpo_weight, retain_weight=retain_weight, seed=seed, precision=precision,
+                     cpo_weight=cpo_weight, retain_weight=retain_weight, decision_weight=decision_weight, seed=seed, precision=precision,
                      report_to=report_to or None)
     cfg = load_train_config(preset=preset.value if preset else None, config_file=config, overrides=overrides)
     quiet_hf()

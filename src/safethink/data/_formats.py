@@ -83,6 +83,18 @@ def parse_scot(text: str, fmt: SCoTFormat = DEFAULT_SCOT_FORMAT) -> SCoTParse:
                      verdicts=_verdicts(reasoning), rejected=_conclusion(reasoning, fmt))
 
 
+def decision_spans(text: str, fmt: SCoTFormat = DEFAULT_SCOT_FORMAT) -> list[tuple[int, int]]:
+    """Character spans of a SCoT turn's decisions: the ``Yes``/``No`` of every rule line and the
+    conclusion line, in the reasoning part (before the response header)."""
+    cut = text.find(fmt.response_header)
+    reasoning = text if cut < 0 else text[:cut]
+    spans = [m.span("yn") for m in _LINE.finditer(reasoning)]
+    lead = fmt.safe_conclusion.split(",")[0].strip()  # "Therefore"
+    for m in re.finditer(rf"^[ \t]*{re.escape(lead)}.*$", reasoning, re.MULTILINE):
+        spans.append(m.span())
+    return sorted(spans)
+
+
 def _verdicts(text: str) -> dict[str, bool]:
     return {m.group("cat").strip(): m.group("yn").lower() == "yes" for m in _LINE.finditer(text)}
 

@@ -24,7 +24,8 @@ class SafetyCollator:
                   "loss_weights":   [1.0, 0.5]}          # only when with_weights=True
 
     ``input_ids``/``attention_mask``/``labels`` are ``int64 [B, L]`` with ``L`` the longest row
-    (rounded up to ``pad_to_multiple_of``); ``loss_weights`` is ``float32 [B]``.
+    (rounded up to ``pad_to_multiple_of``); ``loss_weights`` is ``float32 [B]``, or ``[B, L]`` (the
+    example weight times each token's weight, 1 on padding) when rows carry ``token_weights``.
     """
 
     pad_token_id: int
@@ -50,6 +51,12 @@ class SafetyCollator:
             mask[i, :n] = 1
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         if self.with_weights:
-            batch["loss_weights"] = torch.tensor([float(r.get("loss_weight", 1.0)) for r in rows],
-                                                 dtype=torch.float32)
+            w = torch.tensor([float(r.get("loss_weight", 1.0)) for r in rows], dtype=torch.float32)
+            if any("token_weights" in r for r in rows):
+                tw = torch.ones((len(rows), width), dtype=torch.float32)
+                for i, r in enumerate(rows):
+                    if "token_weights" in r:
+                        tw[i, :len(r["token_weights"])] = torch.as_tensor(r["token_weights"], dtype=torch.float32)
+                w = w.unsqueeze(1) * tw
+            batch["loss_weights"] = w
         return batch

@@ -54,6 +54,9 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     # --- losses
     retain_weight: float = Field(1.0, ge=0.0, description="SCoT lambda: loss = CE(refusal) + lambda * CE(retain).")
+    decision_weight: float = Field(1.0, ge=0.0, description=(
+        "SCoT: weight of the decision tokens (each rule's Yes/No and the conclusion line) relative to the "
+        "other answer tokens; 1 = the paper's plain cross-entropy."))
     cpo_weight: float = Field(1.0, ge=0.0, description="R2D: weight of the CPO term added to CE (0 = no CPO).")
     rethink_loss: Literal["ce", "mask"] = Field(
         "ce", description="R2D [RETHINK] labels: ce = cross-entropy only (paper); mask = not trained at all.")

@@ -93,12 +93,30 @@ class EncodeStats:
     trained_tokens: int
 
 
+def decision_token_weights(tokenizer: Any, messages: list[dict[str, str]], n_tokens: int, weight: float) -> list[float]:
+    """Per-token weights of one encoded SCoT example: ``weight`` on the tokens of its decisions (each
+    rule's ``Yes``/``No`` and the conclusion line, see ``decision_spans``), 1 elsewhere."""
+    from ..data._formats import decision_spans
+
+    prompt, completion = split_prompt_completion(tokenizer, messages)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    spans = decision_spans(completion)
+    out = [1.0] * n_tokens
+    for i, (a, b) in enumerate(enc["offset_mapping"]):
+        j = n_prompt + i
+        if j < n_tokens and b > a and any(a < e and s < b for s, e in spans):
+            out[j] = weight
+    return out
+
+
 def encode_records(
     tokenizer: Any, records: list[TrainingRecord], *, max_length: int, retain_weight: float = 1.0,
-    masked_ids: frozenset[int] = frozenset(),
+    masked_ids: frozenset[int] = frozenset(), decision_weight: float = 1.0,
 ) -> tuple[list[dict[str, Any]], EncodeStats]:
     """Rows ``{"input_ids", "labels", "loss_weight"}``; ``loss_weight`` is ``retain_weight`` for
-    retain records and 1 for refusal records (SCoT's lambda)."""
+    retain records and 1 for refusal records (SCoT's lambda). With ``decision_weight != 1``, SCoT
+    records also get ``token_weights`` (see ``decision_token_weights``)."""
     end_ids = turn_end_ids(tokenizer)
     rows: list[dict[str, Any]] = []
     dropped = truncated = tokens = trained = 0
@@ -112,6 +130,8 @@ def encode_records(
         truncated += cut
         tokens += len(ids)
         trained += sum(1 for x in labels if x != IGNORE_INDEX)
-        rows.append({"input_ids": ids, "labels": labels,
-                     "loss_weight": retain_weight if r.kind == "retain" else 1.0})
+        row = {"input_ids": ids, "labels": labels, "loss_weight": retain_weight if r.kind == "retain" else 1.0}
+        if decision_weight != 1.0 and r.method == "scot":
+            row["token_weights"] = decision_token_weights(tokenizer, msgs, len(ids), decision_weight)
+        rows.append(row)
     return rows, EncodeStats(len(rows), dropped, truncated, tokens, trained)

@@ -23,7 +23,8 @@ def weighted_token_nll(
     """Mean negative log-likelihood over trained tokens, each token weighted by its example's weight.
 
     ``log_probs``/``label_mask``: ``[B, T-1]`` (log-probability of each next-token label, and
-    whether it is trained); ``example_weights``: ``[B]`` or None (all 1). The sum is divided by
+    whether it is trained); ``example_weights``: ``[B]``, ``[B, T]`` (per token, unshifted, as the
+    collator builds them) or None (all 1). The sum is divided by
     ``num_items`` (the trained-token count of the whole accumulated batch, as the Trainer passes
     it) or by this batch's trained-token count, so gradient accumulation and data parallelism give
     the same gradient as one big batch.
@@ -33,7 +34,9 @@ def weighted_token_nll(
     """
     nll = -(log_probs * label_mask)
     if example_weights is not None:
-        nll = nll * example_weights.to(nll.dtype).unsqueeze(1)
+        w = example_weights.to(nll.dtype)
+        # [B]: one weight per example; [B, T]: per input position, aligned to the next-token labels
+        nll = nll * (w.unsqueeze(1) if w.dim() == 1 else w[:, 1:])
     denom = label_mask.sum() if num_items is None else num_items
     return nll.sum() / torch.as_tensor(denom, device=nll.device).clamp(min=1)
 

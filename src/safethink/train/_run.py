@@ -181,6 +181,7 @@ def train(
     masked = frozenset([ids.rethink]) if ids is not None and cfg.rethink_loss == "mask" else frozenset()
     rows, stats = encode_records(tok, td.records, max_length=cfg.max_length,
                                  retain_weight=cfg.retain_weight if cfg.method == "scot" else 1.0,
+                                 decision_weight=cfg.decision_weight if cfg.method == "scot" else 1.0,
                                  masked_ids=masked)
     if not rows:
         raise InputError(f"no example fits in max_length={cfg.max_length}", path=str(data))
