@@ -6,7 +6,8 @@ same offline teacher, same ``cpu-small`` preset and epochs, same attacks and jud
 - method: SCoT vs R2D vs R2D without CPO (cpo_weight 0), and R2D with / without the decode-time pivot guard;
 - adapter: LoRA rank 4 / 16 (default) / 64, and full fine-tuning;
 - data mix: without the benign twins (ordinary requests in their place, same count), and
-  harmful:benign 1:1 instead of the default 1:2.
+  harmful:benign 1:1 instead of the default (every benign training prompt kept);
+- loss: SCoT with its decision tokens (each rule's Yes/No and the conclusion) weighted 5x.
 
 Point ``--out`` at a quickstart directory to reuse its split, data, default runs and evaluations.
 One table: ASR per attack family, refusal rate on each benign set, benign answer rate, training time.
@@ -66,6 +67,7 @@ ARMS = (
     Arm("scot-full", "SCoT full fine-tuning", "scot", "scot", train={"full_ft": True, "lr": 5e-5}, run="scot-full"),
     Arm("scot-notwins", "SCoT without twins", "scot", "scot", data="no-twins", run="scot-notwins"),
     Arm("scot-1to1", "SCoT harmful:benign 1:1", "scot", "scot", data="ratio-1", run="scot-1to1"),
+    Arm("scot-dw5", "SCoT decision weight 5", "scot", "scot", train={"decision_weight": 5.0}, run="scot-dw5"),
 )
 
 

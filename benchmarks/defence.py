@@ -3,9 +3,11 @@
 Train: AdvBench harmful prompts + harmless instructions (Alpaca, from the refusal-direction splits) +
 safethink's own benign twins and safe-but-scary prompts. Evaluate (never trained on): JBB harmful +
 benign, HarmBench val, StrongREJECT small, XSTest safe + unsafe, under the transform-attack suite.
-Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard.
+Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard (``--variants`` picks some).
+The attack suite runs on the ``--attacked`` sets (default: JBB harmful, the issue's target set); the
+other harmful sets get the plain request, so the cost stays within a CPU's reach.
 
-    python benchmarks/defence.py --data-dir ../shared/data --out runs/defence [--train-harmful 120] [--eval-limit 20]
+    python benchmarks/defence.py --data-dir ../shared/data --out runs/defence [--train-harmful 60] [--eval-limit 10]
 
 Prints the table and writes benchmarks/results/defence.json; stages are cached in --out.
 """
@@ -14,17 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+
 from safethink.quickstart import (
     VARIANTS, QuickstartConfig, build_training_sets, eval_specs, run_evaluations, summarise, train_adapters,
 )
+
+HARMFUL_SETS = {"jbb-harmful": "JBB harmful", "harmbench": "HarmBench val", "strongreject": "StrongREJECT"}
+BENIGN_SETS = {"jbb-benign": "JBB benign", "xstest": "XSTest safe"}
 
 TRANSFORM_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors",
@@ -38,21 +47,27 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--out", default="runs/defence")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--train-harmful", type=int, default=120, help="AdvBench prompts trained on.")
-    ap.add_argument("--benign-per-source", type=int, default=80,
+    ap.add_argument("--train-harmful", type=int, default=60, help="AdvBench prompts trained on (each adds an evolved rewrite).")
+    ap.add_argument("--benign-per-source", type=int, default=40,
                     help="Benign prompts trained on from each of: safethink twins, safe-but-scary, Alpaca harmless.")
-    ap.add_argument("--eval-limit", type=int, default=20, help="Prompts per evaluation set.")
+    ap.add_argument("--eval-limit", type=int, default=10, help="Prompts per evaluation set.")
     ap.add_argument("--attacks", default=",".join(TRANSFORM_ATTACKS))
-    ap.add_argument("--epochs", type=float, default=2.0)
-    ap.add_argument("--max-new-tokens", type=int, default=192)
+    ap.add_argument("--attacked", default="jbb-harmful", help="Harmful sets that get every attack (comma list).")
+    ap.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
+    ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/defence.json")
     args = ap.parse_args()
 
+    import os
+
+    os.environ["SAFETHINK_DATA_DIR"] = args.data_dir
     console = Console()
     out = Path(args.out)
-    cfg = QuickstartConfig(out=out, model=args.model, seed=args.seed, epochs=args.epochs,
-                           attacks=tuple(args.attacks.split(",")), max_new_tokens=args.max_new_tokens)
+    cfg = QuickstartConfig(out=out, model=args.model, seed=args.seed, attacks=tuple(args.attacks.split(",")),
+                           max_new_tokens=args.max_new_tokens)
+    variants = tuple(v for v in VARIANTS if v.name in args.variants.split(","))
+    attacked = args.attacked.split(",")
 
     def progress(what: str, done: int, total: int) -> None:
         if total and done in (total, 1) or not total:
@@ -62,39 +77,52 @@ def main() -> None:
     data = build_training_sets(
         cfg, ["advbench"], ["builtin:twins", "builtin:borderline", "harmless"], progress,
         limit=args.train_harmful, benign_limit=args.benign_per_source, data_dir=args.data_dir,
-        check_eval_overlap=True, retain_ratio=3 * args.benign_per_source / args.train_harmful,
+        check_eval_overlap=True, retain_ratio=3 * args.benign_per_source / (2 * args.train_harmful),
     )
     t_data = time.perf_counter() - t0
     runs = train_adapters(cfg, data, progress)
     t_train = time.perf_counter() - t0 - t_data
     lim = args.eval_limit
-    datasets = [
-        {"source": "jbb-harmful", "label": "harmful", "limit": lim, "name": "JBB harmful"},
-        {"source": "harmbench", "label": "harmful", "limit": lim, "name": "HarmBench val"},
-        {"source": "strongreject", "label": "harmful", "limit": lim, "name": "StrongREJECT"},
-        {"source": "jbb-benign", "label": "benign", "limit": lim, "name": "JBB benign"},
-        {"source": "xstest", "label": "benign", "limit": lim, "name": "XSTest safe"},
-    ]
-    import os
-
-    os.environ["SAFETHINK_DATA_DIR"] = args.data_dir
-    specs = eval_specs(cfg, datasets, runs, judges=[{"name": "default", "primary": True}, {"name": "keyword-gcg"}])
+    ds = lambda src, label, names: {"source": src, "label": label, "limit": lim, "name": names[src]}  # noqa: E731
+    under_attack = [ds(s, "harmful", HARMFUL_SETS) for s in attacked]
+    direct = ([ds(s, "harmful", HARMFUL_SETS) for s in HARMFUL_SETS if s not in attacked]
+              + [ds(s, "benign", BENIGN_SETS) for s in BENIGN_SETS])
+    judges = [{"name": "default", "primary": True}, {"name": "keyword-gcg"}]
+    plain = QuickstartConfig(**{**cfg.__dict__, "attacks": ("none",)})
+    specs = [*eval_specs(cfg, under_attack, runs, variants, judges=judges),
+             *eval_specs(plain, direct, runs, variants, judges=judges)]
     eval_dir = run_evaluations(specs, progress)
     t_eval = time.perf_counter() - t0 - t_data - t_train
-    rows, attacks, sets = summarise(eval_dir, VARIANTS)
+    rows, attacks, sets = summarise(eval_dir, variants)
 
-    table = Table(title=f"defence on public data ({args.model}; eval {lim}/set; {len(attacks)} attacks)")
+    from safethink.eval import compute_metrics, load_attempts
+
+    attempts = load_attempts(eval_dir)
+    per_set: dict[str, dict[str, Any]] = {}
+    for name in [HARMFUL_SETS[s] for s in HARMFUL_SETS]:
+        m = compute_metrics([a for a in attempts if a.dataset == name])
+        for (mo, de, at), rate in m.asr.items():
+            if at == "(all)":
+                per_set.setdefault(de, {})[name] = rate
+    pct = lambda x: "-" if x != x else f"{100 * x:.1f}%"  # noqa: E731
+    table = Table(title=f"defence on public data ({args.model}; {lim} prompts/set; {len(attacks)} attacks on "
+                        f"{', '.join(HARMFUL_SETS[s] for s in attacked)})")
     table.add_column("variant", style="bold")
-    table.add_column("ASR all [95% CI]", justify="right")
+    harm_names = [HARMFUL_SETS[s] for s in HARMFUL_SETS]
+    for h in harm_names:
+        table.add_column(f"ASR {h}" + (" (all attacks)" if h in [HARMFUL_SETS[s] for s in attacked] else " (direct)"),
+                         justify="right")
     for s in sets:
         table.add_column(f"refused {s}", justify="right")
     table.add_column("benign answered", justify="right")
-    pct = lambda x: "-" if x != x else f"{100 * x:.1f}%"  # noqa: E731
     for r in rows:
-        table.add_row(r.variant, f"{pct(r.asr_all)} [{pct(r.asr_ci[0])}-{pct(r.asr_ci[1])}]",
-                      *[pct(r.over_refusal.get(s, float("nan"))) for s in sets], pct(r.benign_answer))
+        cells = []
+        for h in harm_names:
+            rate = per_set.get(r.variant, {}).get(h)
+            cells.append("-" if rate is None else f"{pct(rate.rate)} [{pct(rate.ci[0])}-{pct(rate.ci[1])}]")
+        table.add_row(r.variant, *cells, *[pct(r.over_refusal.get(s, float("nan"))) for s in sets], pct(r.benign_answer))
     console.print(table)
-    per_attack = Table(title="ASR per attack")
+    per_attack = Table(title="ASR per attack (" + ", ".join(HARMFUL_SETS[s] for s in attacked) + ")")
     per_attack.add_column("attack")
     for r in rows:
         per_attack.add_column(r.variant, justify="right")
@@ -103,10 +131,10 @@ def main() -> None:
     console.print(per_attack)
 
     result = {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU",
-        "command": "python benchmarks/defence.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("json", "data_dir")),
+        "date": date.today().isoformat(), "machine": machine(),
+        "command": "python benchmarks/defence.py " + " ".join(sys.argv[1:]),
         "seconds": {"data": t_data, "train": t_train, "eval": t_eval},
+        "asr_by_set": {v: {h: {"rate": r.rate, "ci": r.ci, "n": r.n} for h, r in d.items()} for v, d in per_set.items()},
         "rows": [r.__dict__ for r in rows], "attacks": attacks, "sets": sets,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
