@@ -68,7 +68,8 @@ def _adapter(run: Path) -> dict:
 def r2d_run(tmp_path_factory, tiny_dir):
     root = tmp_path_factory.mktemp("r2d")
     data = write_set(root / "data", "r2d")
-    result = train(_cfg("r2d", max_steps=8), model=f"hf:{tiny_dir}", data=data, out=root / "run")
+    # lr 5e-3 is already 10x the cpu-small lr, so the added rows keep the same lr here
+    result = train(_cfg("r2d", max_steps=8, new_token_lr_scale=1.0), model=f"hf:{tiny_dir}", data=data, out=root / "run")
     return root / "run", result
 
 
@@ -168,3 +169,36 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
                            "--out", str(tmp_path / "run"), "--config", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "learning_rate: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_added_token_rows_get_their_own_learning_rate(tiny_dir, tmp_path):
+    """The pivot/think rows train at lr * new_token_lr_scale, everything else at lr."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safethink.train import (
+        SafetyCollator, SafetySFTConfig, SafetyTrainer, add_r2d_tokens, grow_embeddings, load_train_config, pivot_ids,
+    )
+    from safethink.train._run import _lora_config
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_dir))
+    add_r2d_tokens(tok)
+    ids = pivot_ids(tok)
+    net = AutoModelForCausalLM.from_pretrained(str(tiny_dir))
+    grow_embeddings(net, tok)
+    cfg = load_train_config(overrides={"method": "r2d"})
+    args = SafetySFTConfig(output_dir=str(tmp_path), method="r2d", cpo_weight=0.0, learning_rate=1e-3,
+                           new_token_lr_scale=7.0, report_to="none", bf16=False)
+    rows = Dataset.from_list([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}])
+    trainer = SafetyTrainer(model=net, args=args, train_dataset=rows, processing_class=tok,
+                            data_collator=SafetyCollator(tok.pad_token_id), peft_config=_lora_config(cfg, net, ids.all))
+    opt = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    lrs = {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            lrs[names[id(p)]] = g["lr"]
+    rows_lr = {n: lr for n, lr in lrs.items() if "trainable_tokens_delta" in n}
+    assert rows_lr and all(lr == pytest.approx(7e-3) for lr in rows_lr.values())
+    others = [lr for n, lr in lrs.items() if n not in rows_lr]
+    assert others and all(lr == pytest.approx(1e-3) for lr in others)

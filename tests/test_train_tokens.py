@@ -47,3 +47,24 @@ def test_grow_embeddings_never_shrinks(tokenizer, tiny_dir):
     assert grow_embeddings(model, tok) is True
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert model.get_output_embeddings().weight.shape[0] == len(tok)
+
+
+def test_new_token_rows_start_from_their_words(tokenizer, tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    from safethink.train._tokens import NEW_TOKEN_WORDS, init_new_token_rows
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_dir))
+    tok = copy.deepcopy(tokenizer)
+    n = model.get_input_embeddings().weight.shape[0]
+    add_r2d_tokens(tok)
+    grow_embeddings(model, tok)
+    ids = pivot_ids(tok)
+    init_new_token_rows(model, tok, [i for i in ids.all if i >= n])
+    emb = model.get_input_embeddings().weight
+    for token, word in NEW_TOKEN_WORDS.items():
+        src = tok(" " + word, add_special_tokens=False).input_ids
+        tid = tok.convert_tokens_to_ids(token)
+        assert emb[tid].detach().allclose(emb[src].mean(0).detach()), token
+    # tied output matrix: the same rows
+    assert model.get_output_embeddings().weight[ids.safe].allclose(emb[ids.safe])

@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
         "SCoT: weight of the decision tokens (each rule's Yes/No and the conclusion line) relative to the "
         "other answer tokens; 1 = the paper's plain cross-entropy."))
     cpo_weight: float = Field(1.0, ge=0.0, description="R2D: weight of the CPO term added to CE (0 = no CPO).")
+    new_token_lr_scale: float = Field(10.0, gt=0.0, description=(
+        "R2D: learning-rate multiplier for the added pivot/think token rows (LoRA with trainable tokens). "
+        "New rows start far from the learnt vocabulary; at the base lr they are not emitted after a short run."))
     rethink_loss: Literal["ce", "mask"] = Field(
         "ce", description="R2D [RETHINK] labels: ce = cross-entropy only (paper); mask = not trained at all.")
     # --- bookkeeping

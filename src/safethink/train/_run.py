@@ -146,7 +146,7 @@ def train(
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     from ._collator import SafetyCollator
-    from ._tokens import add_r2d_tokens, grow_embeddings, pivot_ids
+    from ._tokens import add_r2d_tokens, grow_embeddings, init_new_token_rows, pivot_ids
     from ._trainer import SafetyTrainer
     from ._trainer_config import SafetySFTConfig
 
@@ -175,7 +175,9 @@ def train(
         torch.float16 if precision == "fp16" and not cfg.full_ft else torch.float32)
     set_seed(cfg.seed)  # the resized rows and the LoRA init are random
     net = AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype)
-    grow_embeddings(net, tok)
+    n_before = net.get_input_embeddings().weight.shape[0]
+    if grow_embeddings(net, tok) and ids is not None:
+        init_new_token_rows(net, tok, [i for i in ids.all if i >= n_before])
     net.config.pad_token_id = tok.pad_token_id
 
     masked = frozenset([ids.rethink]) if ids is not None and cfg.rethink_loss == "mask" else frozenset()
@@ -189,7 +191,7 @@ def train(
 
     args = SafetySFTConfig(
         output_dir=str(out / CHECKPOINTS), method=cfg.method, retain_weight=cfg.retain_weight,
-        cpo_weight=cfg.cpo_weight if cfg.method == "r2d" else 0.0,
+        cpo_weight=cfg.cpo_weight if cfg.method == "r2d" else 0.0, new_token_lr_scale=cfg.new_token_lr_scale,
         pivot_safe_id=ids.safe if ids else None, pivot_unsafe_id=ids.unsafe if ids else None,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,

@@ -59,6 +59,30 @@ def pivot_ids(tokenizer: Any) -> PivotIds:
                     think_open=ids[THINK_OPEN], think_close=ids[THINK_CLOSE])
 
 
+NEW_TOKEN_WORDS = {"[SAFE]": "safe", "[UNSAFE]": "unsafe", "[RETHINK]": "rethink", "<think>": "think",
+                   "</think>": "end of thinking"}
+"""Words whose mean embedding starts each R2D token's row (a random row gets a logit far below the
+learnt vocabulary, and a few hundred steps do not close the gap)."""
+
+
+def init_new_token_rows(model: Any, tokenizer: Any, ids: list[int]) -> None:
+    """Set the input (and untied output) rows of the new tokens ``ids`` to the mean embedding of
+    their descriptive words (``NEW_TOKEN_WORDS``); tokens without a description keep their row."""
+    import torch
+
+    emb_in = model.get_input_embeddings().weight
+    emb_out = model.get_output_embeddings().weight if model.get_output_embeddings() is not None else None
+    with torch.no_grad():
+        for tid in ids:
+            word = NEW_TOKEN_WORDS.get(tokenizer.convert_ids_to_tokens(tid))
+            if not word:
+                continue
+            src = tokenizer(" " + word, add_special_tokens=False).input_ids
+            emb_in[tid] = emb_in[src].mean(0)
+            if emb_out is not None and emb_out.data_ptr() != emb_in.data_ptr():
+                emb_out[tid] = emb_out[src].mean(0)
+
+
 def grow_embeddings(model: Any, tokenizer: Any) -> bool:
     """Resize the embedding (and tied / untied output) matrices when the tokenizer outgrew them.
 

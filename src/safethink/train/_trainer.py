@@ -62,6 +62,26 @@ class SafetyTrainer(SFTTrainer):
             backbone = _pretrained(self.model).base_model
             self._hook = backbone.register_forward_hook(self._pivot_logits_hook)
 
+    def create_optimizer(self, model: Any = None) -> Any:
+        """The Trainer's optimizer, with the added-token rows (PEFT ``trainable_tokens_delta``) in a
+        group of their own at ``lr * new_token_lr_scale``; the scheduler scales every group alike."""
+        opt = super().create_optimizer(model)
+        scale = self.args.new_token_lr_scale
+        if scale == 1.0:
+            return opt
+        rows = {id(p) for n, p in (model or self.model).named_parameters()
+                if p.requires_grad and "trainable_tokens_delta" in n}
+        if not rows:
+            return opt
+        moved: list[Any] = []
+        for group in opt.param_groups:
+            keep = [p for p in group["params"] if id(p) not in rows]
+            moved += [p for p in group["params"] if id(p) in rows]
+            group["params"] = keep
+        opt.param_groups = [g for g in opt.param_groups if g["params"]]
+        opt.add_param_group({"params": moved, "lr": self.args.learning_rate * scale, "weight_decay": 0.0})
+        return opt
+
     def _pivot_logits_hook(self, module: Any, inputs: Any, output: Any) -> None:
         """Runs inside the model's forward (as TRL's fused head does, so ZeRO-3 / FSDP gathering
         behaves the same): project the hidden states at pivot label positions onto the

@@ -18,6 +18,8 @@ class SafetySFTConfig(SFTConfig):
     method: str = field(default="sft", metadata={"help": "scot, r2d or sft."})
     retain_weight: float = field(default=1.0, metadata={"help": "SCoT lambda on retain examples."})
     cpo_weight: float = field(default=1.0, metadata={"help": "R2D: weight of the CPO term."})
+    new_token_lr_scale: float = field(default=1.0, metadata={
+        "help": "Learning-rate multiplier for the rows of added tokens (PEFT trainable tokens)."})
     pivot_safe_id: int | None = field(default=None, metadata={"help": "Token id of [SAFE] (R2D)."})
     pivot_unsafe_id: int | None = field(default=None, metadata={"help": "Token id of [UNSAFE] (R2D)."})
     fused_lm_head: bool | None = field(default=None, metadata={
