@@ -82,3 +82,19 @@ def test_data_variant_and_cached_training_on_the_tiny_model(tmp_path, tiny_dir):
     assert json.loads(first)["steps"] == 1
     assert train_adapter(cfg, "scot", data["scot"], run, {"lr": 1.0}) == run
     assert card.read_text() == first
+
+
+def test_eval_specs_load_a_full_fine_tuning_run_as_the_model(tmp_path):
+    from safethink.quickstart import Variant, eval_specs, split_eval_datasets
+
+    cfg = QuickstartConfig.for_mode(tmp_path, fast=True)
+    splits = split_seed_set(cfg)
+    full, lora = tmp_path / "runs" / "full", tmp_path / "runs" / "lora"
+    full.mkdir(parents=True)
+    lora.mkdir(parents=True)
+    (full / "config.json").write_text("{}")
+    (lora / "adapter_config.json").write_text("{}")
+    specs = eval_specs(cfg, split_eval_datasets(cfg, splits), {"full": full, "lora": lora},
+                       (Variant("F", "full", "scot"), Variant("L", "lora", "scot")))
+    assert (specs[0].models[0].spec, specs[0].models[0].adapter) == (f"hf:{full}", None)
+    assert (specs[1].models[0].spec, specs[1].models[0].adapter) == (cfg.model, str(lora))

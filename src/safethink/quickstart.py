@@ -250,7 +250,11 @@ def eval_specs(cfg: QuickstartConfig, datasets: list[dict[str, Any]], runs: dict
     for v in variants:
         model = {"spec": cfg.model, "name": v.name.split(" + ")[0]}
         if v.adapter:
-            model["adapter"] = str(runs[v.adapter])
+            run = Path(runs[v.adapter])
+            if (run / "config.json").is_file() and not (run / "adapter_config.json").is_file():
+                model["spec"] = f"hf:{run}"  # a full fine-tuning run holds a whole model
+            else:
+                model["adapter"] = str(run)
         specs.append(parse_spec({
             "name": "quickstart", "models": [model],
             "defences": [{"guard": v.guard, "args": v.guard_args, "name": v.name}],
