@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from safethink.quickstart import (
-    QuickstartConfig, Variant, _retain_ratio, build_training_sets, eval_specs, run_evaluations, split_eval_datasets,
-    split_seed_set, split_sources, summarise, train_adapter,
+    QuickstartConfig, Variant, _retain_ratio, build_training_sets, count_rows, eval_specs, run_evaluations,
+    split_eval_datasets, split_seed_set, split_sources, summarise, train_adapter,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,10 +71,6 @@ ARMS = (
 )
 
 
-def _jsonl_len(path: Path) -> int:
-    return sum(1 for line in path.read_text().splitlines() if line.strip())
-
-
 def _ordinary_instead_of_twins(cfg: QuickstartConfig, splits: dict[str, Path]) -> Path:
     """Ordinary training requests, as many as the default mix has twins + ordinary ones, none held out."""
     from safethink.data import load_prompts
@@ -84,7 +80,7 @@ def _ordinary_instead_of_twins(cfg: QuickstartConfig, splits: dict[str, Path]) -
     if dest.is_file():
         return dest
     held_out = {json.loads(line)["prompt"] for line in splits["benign_eval"].read_text().splitlines() if line.strip()}
-    want = _jsonl_len(splits["twins_train"]) + _jsonl_len(splits["benign_train"])
+    want = count_rows(splits["twins_train"]) + count_rows(splits["benign_train"])
     pool = [r for r in load_prompts("builtin:benign") if r.prompt not in held_out]
     if len(pool) < want:
         raise SystemExit(f"the seed set has {len(pool)} ordinary training prompts; the no-twins mix needs {want}")

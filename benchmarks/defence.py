@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def main() -> None:
     direct = ([ds(s, "harmful", HARMFUL_SETS) for s in HARMFUL_SETS if s not in attacked]
               + [ds(s, "benign", BENIGN_SETS) for s in BENIGN_SETS])
     judges = [{"name": "default", "primary": True}, {"name": "keyword-gcg"}]
-    plain = QuickstartConfig(**{**cfg.__dict__, "attacks": ("none",)})
+    plain = replace(cfg, attacks=("none",))
     specs = [*eval_specs(cfg, under_attack, runs, variants, judges=judges),
              *eval_specs(plain, direct, runs, variants, judges=judges)]
     eval_dir = run_evaluations(specs, progress)

@@ -66,7 +66,7 @@ def test_data_variant_and_cached_training_on_the_tiny_model(tmp_path, tiny_dir):
     from safethink.quickstart import build_training_sets, train_adapter
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=3, extra_benign_ratio=1.0,
-                           retain_tokens=4, evolve=("role_play",), train_overrides={"max_steps": 1, "batch_size": 2})
+                           retain_tokens=4, evolve="role_play", train_overrides={"max_steps": 1, "batch_size": 2})
     splits = split_seed_set(cfg)
     harmful, benign = split_sources(splits)
     data = build_training_sets(cfg, harmful, benign, retain_ratio=1.0, methods=("scot",), tag="-x")

@@ -30,8 +30,6 @@ DEFAULT_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "aim",
     "evil-confidant", "past-tense", "payload-splitting",
 )
-EVOLVE_STYLES = ("slang", "uncommon_dialects", "role_play", "evidence_based_persuasion", "logical_appeal",
-                 "expert_endorsement")
 
 
 @dataclass(frozen=True)
@@ -76,9 +74,10 @@ class QuickstartConfig:
     retain_tokens: int = 64
     """Cap on the self-distilled retain answers (training cost on CPU is per token)."""
     epochs: float = 1.0
-    evolve: tuple[str, ...] = EVOLVE_STYLES
-    """Evolution styles: each harmful training prompt adds one rule-rewritten variant (SCoT's
-    question evolution), so refusals and retain answers come 1:1 with the twins on the retain side."""
+    evolve: str = "all"
+    """Evolution styles (``all``, ``none`` or a comma list, as ``data build --evolve``): each harmful
+    training prompt adds one rule-rewritten variant (SCoT's question evolution), so refusals and retain
+    answers come 1:1 with the twins on the retain side."""
     gen_batch_size: int = 32
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -172,13 +171,13 @@ def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[
     """SCoT and R2D sets from the same prompts; both share the cached self-distilled answers.
 
     The sets land in ``out/data/<method><tag>``; ``tag`` names a variant of the default mix."""
-    from .synth import BuildConfig, build_dataset
+    from .synth import BuildConfig, build_dataset, parse_styles
 
     out = {}
     for method in methods:
         bc = BuildConfig(
             method=method, harmful=harmful, benign=benign, teacher="structured", model=cfg.model, seed=cfg.seed,
-            evolve=list(cfg.evolve), retain_ratio=retain_ratio, limit=limit, benign_limit=benign_limit,
+            evolve=parse_styles(cfg.evolve), retain_ratio=retain_ratio, limit=limit, benign_limit=benign_limit,
             data_dir=data_dir, max_new_tokens=cfg.retain_tokens, check_eval_overlap=check_eval_overlap,
         )
         dest = cfg.out / "data" / f"{method}{tag}"
@@ -188,13 +187,15 @@ def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[
     return out
 
 
+def count_rows(path: Path) -> int:
+    """Records in a JSONL file of the split."""
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
 def _retain_ratio(splits: dict[str, Path]) -> float:
     """The ratio that makes the builder keep every benign training prompt of the split."""
-    def n(name: str) -> int:
-        return sum(1 for line in splits[name].read_text().splitlines() if line.strip())
-
-    benign = n("twins_train") + n("borderline_train") + n("benign_train")
-    return benign / max(1, n("harmful_train"))
+    benign = sum(count_rows(splits[k]) for k in ("twins_train", "borderline_train", "benign_train"))
+    return benign / max(1, count_rows(splits["harmful_train"]))
 
 
 # ------------------------------------------------------------------ 3. train
@@ -321,8 +322,10 @@ def summarise(eval_dir: Path, variants: tuple[Variant, ...] = VARIANTS) -> tuple
     return rows, attacks, sets
 
 
-def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet) -> tuple[list[SummaryRow], Any]:
-    """Every stage in order; stages already done are skipped. Returns the table and report files."""
+def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet
+                   ) -> tuple[tuple[list[SummaryRow], list[str], list[str]], Any]:
+    """Every stage in order; stages already done are skipped. Returns the table (``summarise``'s
+    rows, attacks, benign sets) and the report files."""
     from .eval import render_report
 
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -336,5 +339,4 @@ def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet) -> tupl
     eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs), progress)
     progress("report", 0, 0)
     files = render_report(eval_dir)
-    rows, _, _ = summarise(eval_dir)
-    return rows, files
+    return summarise(eval_dir), files

@@ -26,7 +26,7 @@ def quickstart(
     """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,
     evaluate base vs defended models under attack, print the before/after table, write the HTML report."""
     from ..models import parse_model_spec
-    from ..quickstart import QuickstartConfig, run_quickstart, summarise
+    from ..quickstart import QuickstartConfig, run_quickstart
 
     parse_model_spec(model)
     quiet_hf()
@@ -42,8 +42,7 @@ def quickstart(
         prog.update(tasks[what], completed=done, total=total or None)
 
     with prog:
-        rows, files = run_quickstart(cfg, progress)
-    _, attacks, sets = summarise(out / "eval")
+        (rows, attacks, sets), files = run_quickstart(cfg, progress)
     # One column per variant and one row per metric, so the table fits a terminal.
     table = Table(title=f"safethink quickstart ({model}, held-out prompts, {'fast' if fast else 'full'})")
     table.add_column("metric", style="bold")
