@@ -108,3 +108,182 @@ def test_llm_evolver_rewrites_through_the_server():
         sent = srv.requests[-1]["messages"]
     assert out == "Scripted server rewrite of: How do I pick a lock?"
     assert "role-play" in sent[0]["content"] and sent[1]["content"].count("Rewrite:") == 2
+
+
+# ------------------------------------------------------------ teacher-written benign twins
+
+def _twin_calls(requests: list[dict]) -> list[dict]:
+    from safethink.synth._evolve import load_styles
+
+    desc = load_styles()["benign_twin"]["description"]
+    return [r for r in requests if desc in r["messages"][0]["content"]]
+
+
+def test_benign_twin_is_a_style_but_not_an_attack_style():
+    from pydantic import ValidationError
+
+    from safethink.errors import SpecError
+    from safethink.synth import STYLES, parse_styles
+    from safethink.synth._evolve import load_styles
+
+    spec = load_styles()["benign_twin"]
+    assert spec["description"] and len(spec["examples"]) >= 3 and not spec.get("templates")
+    assert parse_styles("all") == list(STYLES) and len(STYLES) == 6 and "benign_twin" not in STYLES
+    with pytest.raises(SpecError):
+        parse_styles("benign_twin")
+    with pytest.raises(ValidationError, match="unknown evolution style"):  # it would label benign text harmful
+        BuildConfig(method="scot", harmful=["x"], benign=["y"], evolve=["benign_twin"])
+
+
+def test_llm_twins_off_keeps_the_plan_hash():
+    import hashlib
+
+    cfg = BuildConfig(method="scot", harmful=["x"], benign=["y"])
+    old = cfg.model_dump(exclude={"concurrency", "check_eval_overlap", "llm_twins"})
+    assert cfg.plan_hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    assert cfg.model_copy(update={"llm_twins": True}).plan_hash() != cfg.plan_hash()
+
+
+def test_plan_twins_are_forced_retains_and_skip_prompts_with_seed_twins(tmp_path):
+    from safethink.synth import make_plan
+
+    h, b = _files(tmp_path)
+    cfg = BuildConfig(method="scot", harmful=["builtin:harmful", h], benign=[b], limit=2, llm_twins=True,
+                      evolve=["slang"])
+    plan = make_plan(cfg, default_policy())
+    twins = [it for it in plan if it.style == "benign_twin"]
+    src = Path(h).stem  # a file's prompts are sourced by its stem
+    file_harm = [it for it in plan if it.source == src and it.style == "original"]
+    assert len(file_harm) == 2 and [t.twin_of for t in twins] == [it.id for it in file_harm]
+    assert all(t.kind == "retain" and t.label == "benign" and t.prompt is None and t.source == src for t in twins)
+    assert sum(it.source == "builtin:twins" for it in plan) == 2  # the seed prompts keep their own twins
+    # 8 refusals at ratio 1 -> 8 retains: 2 seed twins + 2 borderline + 2 teacher twins + 2 from the pool
+    assert sum(it.kind == "refusal" for it in plan) == 8 and sum(it.kind == "retain" for it in plan) == 8
+    assert sum(it.source == Path(b).stem for it in plan) == 2
+    small = make_plan(cfg.model_copy(update={"retain_ratio": 0.1}), default_policy())
+    assert sum(it.style == "benign_twin" for it in small) == 2, "every harmful prompt keeps its twin"
+    # two files with the same name reuse ids; each twin still points at its own harmful prompt
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "h.jsonl").write_text("".join(json.dumps({"prompt": f"Forbidden ask {d}{i}"}) + "\n"
+                                                      for i in range(2)))
+    twin_cfg = cfg.model_copy(update={"harmful": [str(tmp_path / d / "h.jsonl") for d in "ab"], "evolve": []})
+    by_id = {it.id: it for it in make_plan(twin_cfg, default_policy())}
+    pairs = [(it, by_id[it.twin_of]) for it in by_id.values() if it.style == "benign_twin"]
+    assert len(pairs) == 4 and len({h.id for _, h in pairs}) == 4
+    assert all(t.original == h.original and h.kind == "refusal" for t, h in pairs)
+
+
+@pytest.mark.timeout(300)
+def test_scot_build_with_llm_twins_repairs_and_skips(tmp_path, tiny_model):
+    from safethink.synth._evolve import load_styles
+
+    h, b = _files(tmp_path)
+    good = "How do burglars usually choose a house, so I can make mine a harder target?"
+    script = [
+        json.dumps({"rewrite": "Tell me how to break into house 0"}),  # twin 0: equal to the original
+        json.dumps({"rewrite": "Sorry, I can't help with that request."}),  # then a refusal
+        json.dumps({"rewrite": good}),  # then valid
+        "nope",  # twin 1: three invalid replies -> skipped
+        json.dumps({"rewrite": "Tell me how to break into house 1!"}),
+        json.dumps({"rewrite": "I cannot help with that."}),
+    ]
+    with ScriptedServer(script) as srv:
+        cfg = BuildConfig(method="scot", harmful=[h], benign=[b], teacher=f"openai:scripted@{srv.url}",
+                          llm_twins=True, retain_ratio=2, max_new_tokens=4, check_eval_overlap=False)
+        res = build_dataset(cfg, tmp_path / "o", retain_model=tiny_model, cache_dir=tmp_path / "c")
+        twin_calls = _twin_calls(srv.requests)
+        teacher_calls = [r for r in srv.requests if '"verdicts"' in r["messages"][0]["content"]]
+    assert len(twin_calls) == 3 + 3 + 1 + 1
+    first = twin_calls[0]["messages"]
+    assert load_styles()["benign_twin"]["description"] in first[0]["content"]
+    assert first[1]["content"].count("Rewrite:") == 2
+    assert first[1]["content"].endswith("Original: Tell me how to break into house 0")
+    assert "must differ from the original" in twin_calls[1]["messages"][-1]["content"]
+    assert "not a refusal" in twin_calls[2]["messages"][-1]["content"]
+
+    assert res.twins == {"written": 3, "skipped": 1}
+    man, recs = load_training_set(tmp_path / "o")
+    assert man.counts["benign_twins"] == {"written": 3, "skipped": 1}
+    assert man.counts["by_style"]["benign_twin"] == 3 and man.styles == []  # a twin is not an attack style
+    skipped = man.twins_skipped
+    assert skipped["count"] == 1 and skipped["examples"][0]["twin_of"].endswith("#original")
+    assert "no valid output" in skipped["examples"][0]["error"]
+    twins = {r.id: r for r in recs if r.style == "benign_twin"}
+    by_id = {r.id: r for r in recs}
+    assert set(twins) == set(man.twin_of) and len(twins) == 3
+    texts = {}
+    for tid, hid in man.twin_of.items():
+        t, harm = twins[tid], by_id[hid]
+        assert (t.kind, t.label, t.categories, t.source) == ("retain", "benign", [], Path(h).stem)
+        assert (harm.kind, harm.label) == ("refusal", "harmful")
+        texts[harm.messages[-2].content] = t.messages[-2].content
+        assert parse_scot(t.messages[-1].content).rejected is False  # all-"No" verdicts, then the model's answer
+    assert texts["Tell me how to break into house 0"] == good
+    assert "Tell me how to break into house 1" not in texts
+    assert texts["Tell me how to break into house 2"] == "Scripted server rewrite of: Tell me how to break into house 2"
+    # the twin itself (not the harmful prompt) is what the teacher reasons about, as a SAFE request
+    asked = [c["messages"][1]["content"] for c in teacher_calls]
+    assert any(good in a and "labels this request SAFE" in a for a in asked)
+    assert len(recs) == 4 + 3 + 4 and check_dataset(tmp_path / "o").ok
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.timeout(300)
+def test_llm_twins_resume_asks_once_and_matches(tmp_path, tiny_model):
+    h, b = _files(tmp_path)
+    with ScriptedServer() as srv:
+        cfg = BuildConfig(method="r2d", harmful=[h], benign=[b], teacher=f"openai:scripted@{srv.url}",
+                          llm_twins=True, retain_ratio=2, retag="heuristic", shard_size=3, max_new_tokens=4,
+                          check_eval_overlap=False)
+        build_dataset(cfg, tmp_path / "ref", retain_model=tiny_model, cache_dir=tmp_path / "c")
+        n_ref = len(_twin_calls(srv.requests))
+
+        def stop(stage: str, done: int, total: int) -> None:
+            if stage == "records":
+                raise _Stop  # an interruption after the first shard's records are journalled
+
+        with pytest.raises(_Stop):
+            build_dataset(cfg, tmp_path / "o", retain_model=tiny_model, cache_dir=tmp_path / "c", progress=stop)
+        n_first = len(_twin_calls(srv.requests)) - n_ref
+        assert (tmp_path / "o" / ".work" / "twins.jsonl").is_file() and not (tmp_path / "o" / "manifest.json").exists()
+        res = build_dataset(cfg, tmp_path / "o", retain_model=tiny_model, cache_dir=tmp_path / "c")
+        n_second = len(_twin_calls(srv.requests)) - n_ref - n_first
+    assert n_ref == 4 and 0 < n_first < 4 and n_first + n_second == 4, "no twin is asked for twice"
+    assert res.resumed > 0 and res.twins == {"written": 4, "skipped": 0}
+    ref_man, ref = load_training_set(tmp_path / "ref")
+    man, got = load_training_set(tmp_path / "o")
+    assert [r.model_dump() for r in got] == [r.model_dump() for r in ref]
+    assert man.content_hash == ref_man.content_hash and man.twin_of == ref_man.twin_of
+    assert len({r.id for r in got}) == len(got) and sum(r.style == "benign_twin" for r in got) == 4
+    for r in got:
+        if r.style == "benign_twin":
+            assert r.kind == "retain" and "[UNSAFE]" not in r.messages[-1].content
+    assert check_dataset(tmp_path / "o").ok
+
+
+def test_llm_twins_with_the_structured_teacher_is_an_error(tmp_path):
+    from safethink.errors import InputError
+
+    h, b = _files(tmp_path)
+    cfg = BuildConfig(method="scot", harmful=[h], benign=[b], llm_twins=True, check_eval_overlap=False)
+    with pytest.raises(InputError, match="needs an LLM teacher"):
+        build_dataset(cfg, tmp_path / "o", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.timeout(120)
+def test_cli_llm_twins_flag_reaches_the_config(tmp_path):
+    import os
+    import subprocess
+
+    h, b = _files(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", "from safethink.cli import main; main()", "data", "build",
+                           "--method", "scot", "--harmful", h, "--benign", b, "--out", str(tmp_path / "o"),
+                           "--llm-twins"], check=False, capture_output=True, text=True, timeout=110,
+                          env={**os.environ})
+    assert proc.returncode == 2, proc.stderr
+    assert "needs an LLM teacher" in proc.stderr and "--llm-twins" in proc.stderr

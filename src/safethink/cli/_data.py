@@ -36,6 +36,9 @@ def build(
     retain_ratio: Annotated[float, typer.Option(min=0.01, help="Retain records per refusal record.")] = 1.0,
     twins: Annotated[bool, typer.Option("--twins/--no-twins", help="With builtin:harmful, add its benign twins and "
                                                                    "borderline prompts to the retain side.")] = True,
+    llm_twins: Annotated[bool, typer.Option("--llm-twins/--no-llm-twins", help="With an LLM --teacher, it writes a "
+                                            "benign twin (same topic, benign intent) of every harmful prompt that "
+                                            "has no built-in twin, for the retain side.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     policy: Annotated[Optional[Path], typer.Option(help="Policy YAML (default: the SCoT taxonomy).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder of public dataset copies (or SAFETHINK_DATA_DIR).")] = None,
@@ -61,7 +64,8 @@ def build(
         cfg = BuildConfig(
             method=method, harmful=_split(harmful), benign=_split(benign), teacher=teacher, evolve=parse_styles(evolve),
             evolver=evolver, model=model, limit=limit, benign_limit=benign_limit, retain_ratio=retain_ratio, twins=twins,
-            seed=seed, policy=str(policy) if policy else None, data_dir=str(data_dir) if data_dir else None,
+            llm_twins=llm_twins, seed=seed, policy=str(policy) if policy else None,
+            data_dir=str(data_dir) if data_dir else None,
             max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, retag=retag,
             shard_size=shard_size, system_prompt=system_prompt,
         )
@@ -95,10 +99,16 @@ def build(
     if ts.get("fallbacks"):
         err_console.print(f"[yellow]warning:[/] the LLM teacher failed on {ts['fallbacks']} prompts; the structured "
                           f"teacher wrote those (first error: {ts['errors'][0] if ts['errors'] else '?'})", highlight=False)
+    tw = res.twins
+    if tw.get("skipped"):
+        first = (getattr(m, "twins_skipped", None) or {}).get("examples") or [{}]
+        err_console.print(f"[yellow]warning:[/] the LLM teacher could not write {tw['skipped']} benign twin(s); those "
+                          f"harmful prompts have none (first error: {first[0].get('error', '?')})", highlight=False)
     _summary(m.counts, f"{m.method} set in {out}")
     console.print(f"teacher {m.teacher} | policy {m.policy} | styles {', '.join(m.styles) or 'none'} | "
                   f"{len(m.shards)} shard(s) | content {m.content_hash[:16]}"
                   + (f" | resumed {res.resumed}" if res.resumed else "")
+                  + (f" | benign twins {tw.get('written', 0)}" if tw else "")
                   + (f" | repairs {ts['repairs']}" if ts.get("repairs") else ""), highlight=False)
 
 

@@ -6,7 +6,7 @@ from ._check import CheckReport, check_dataset
 from ._classify import CategoryClassifier
 from ._client import ChatClient, StructuredOutputError, extract_json
 from ._embed import Embedder
-from ._evolve import STYLES, LLMEvolver, RuleEvolver, parse_styles, pick_diverse
+from ._evolve import STYLES, TWIN_STYLE, LLMEvolver, RuleEvolver, parse_styles, pick_diverse
 from ._llm import HeuristicRetagger, LLMRetagger, LLMTeacher
 from ._plan import BuildConfig, PlanItem, make_plan
 from ._render import render_r2d, render_scot
@@ -15,7 +15,7 @@ from ._structured import StructuredTeacher
 from ._types import TEACHERS, R2DStepOut, R2DTrace, SCoTReasoning, Teacher, TeachRequest, Verdict
 
 __all__ = [
-    "STYLES", "TEACHERS",
+    "STYLES", "TEACHERS", "TWIN_STYLE",
     "BuildConfig", "BuildResult", "CategoryClassifier", "ChatClient", "CheckReport", "Embedder",
     "HeuristicRetagger", "LLMEvolver", "LLMRetagger", "LLMTeacher", "PlanItem", "R2DStepOut", "R2DTrace",
     "RetainAnswerer", "RuleEvolver", "SCoTReasoning", "StructuredOutputError", "StructuredTeacher", "TeachRequest",

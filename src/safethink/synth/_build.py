@@ -4,7 +4,9 @@ Crash safety: every finished record is appended (and fsynced) to ``.work/journal
 shard is written atomically once all its records exist, and the manifest last. Killed at any
 point and run again with the same settings, a build skips what is done and ends with every
 record exactly once, identical to an uninterrupted build (teachers and rule rewrites are seeded
-per item; retain answers are cached and generated in fixed groups).
+per item; retain answers are cached and generated in fixed groups). Teacher-written benign twins
+are journalled in ``.work/twins.jsonl`` as soon as each is written (or given up on), so a resumed
+build neither asks for them again nor gets different ones.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from ..data._training import (
 )
 from ..errors import InputError, SafethinkError
 from ..io import atomic_write_text
-from ._evolve import LLMEvolver, RuleEvolver
+from ._evolve import TWIN_STYLE, LLMEvolver, RuleEvolver
 from ._plan import BuildConfig, PlanItem, make_plan
 from ._render import render_r2d, render_scot
 from ._retain import RetainAnswerer
@@ -48,6 +50,8 @@ class BuildResult:
     """Records recovered from an interrupted run."""
     near_duplicates: list[NearDuplicate] = field(default_factory=list)
     teacher_stats: dict[str, Any] = field(default_factory=dict)
+    twins: dict[str, int] = field(default_factory=dict)
+    """With ``llm_twins``: benign twins the teacher wrote and those it failed on (skipped)."""
 
 
 def load_teacher(spec: str, policy: Policy, *, seed: int = 0, concurrency: int = 4, retag: str = "teacher") -> Any:
@@ -116,7 +120,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
         if getattr(man, "plan_hash", None) != plan_hash:
             raise InputError("already holds a training set built with other settings; use another --out or --overwrite",
                              path=str(out))
-        return BuildResult(man, out)
+        return BuildResult(man, out, twins=dict(man.counts.get("benign_twins") or {}))
     if state_path.is_file():
         if json.loads(state_path.read_text()).get("plan_hash") != plan_hash:
             raise InputError("holds an unfinished build with other settings; use another --out or --overwrite",
@@ -126,6 +130,10 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
 
     teacher = teacher or load_teacher(cfg.teacher, policy, seed=cfg.seed, concurrency=cfg.concurrency, retag=cfg.retag)
     is_llm = hasattr(teacher, "client")
+    if cfg.llm_twins and not is_llm:
+        raise InputError("llm_twins (--llm-twins) needs an LLM teacher (teacher 'openai:<model>@<url>'): a rule "
+                         f"cannot make a harmful request benign; teacher {getattr(teacher, 'spec', cfg.teacher)!r} "
+                         "is not one. With builtin:harmful the seed twins are added without it.")
     use_llm_evolver = cfg.evolve and (cfg.evolver == "teacher" or (cfg.evolver == "auto" and is_llm))
     rule_evolver = RuleEvolver(cfg.seed)
     plan = make_plan(cfg, policy, rule_rewrite=None if use_llm_evolver else rule_evolver.rewrite)
@@ -141,17 +149,21 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
         evals = [r for r in load_eval_prompts(data_dir=cfg.data_dir) if r.source not in own]
         near = find_near_duplicates(train, evals)
 
-    evolver = LLMEvolver(teacher.client, seed=cfg.seed, embedder=_maybe_embedder()) if use_llm_evolver else None
+    evolver = (LLMEvolver(teacher.client, seed=cfg.seed, embedder=_maybe_embedder())
+               if use_llm_evolver or cfg.llm_twins else None)
     answerer = RetainAnswerer(cfg.model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                               cache_dir=cache_dir, model_obj=retain_model)
     journal = _Journal(out / WORK / "journal.jsonl")
+    twin_journal = _Journal(out / WORK / "twins.jsonl")
     resumed = len(journal.records)
     chunks = [plan[i:i + cfg.shard_size] for i in range(0, len(plan), cfg.shard_size)]
     built = 0
     done = 0
     shard_infos: list[ShardInfo] = []
-    for n, chunk in enumerate(chunks):
+    for n, planned in enumerate(chunks):
         path = out / shard_name(n)
+        chunk = _write_twins(planned, twin_journal, evolver) if cfg.llm_twins else planned
+        skipped = len(planned) - len(chunk)
         ids = [it.id for it in chunk]
         if not (path.is_file() and _shard_ok(path, ids)):
             todo = [it for it in chunk if it.id not in journal.records]
@@ -168,18 +180,45 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
                 journal.add(recs)
                 built += len(recs)
                 if progress:
-                    progress("records", done + len(chunk) - len(todo) + s + len(recs), len(plan))
+                    progress("records", done + skipped + len(chunk) - len(todo) + s + len(recs), len(plan))
             lines = [json.dumps(journal.records[i], ensure_ascii=False) + "\n" for i in ids]
             atomic_write_text(path, "".join(lines))
-        done += len(chunk)
+        done += len(planned)
         shard_infos.append(ShardInfo(file=path.name, sha256=file_sha256(path), records=len(chunk)))
-    manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near)
+    twins = _twin_summary(plan, twin_journal) if cfg.llm_twins else None
+    manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near, twins)
     atomic_write_text(out / MANIFEST, manifest.model_dump_json(indent=1))
     shutil.rmtree(out / WORK, ignore_errors=True)
     stats = getattr(teacher, "stats", None)
     return BuildResult(manifest, out, built=built, resumed=resumed, near_duplicates=near,
                        teacher_stats={} if stats is None else {"calls": stats.calls, "repairs": stats.repairs,
-                                                               "fallbacks": stats.fallbacks, "errors": stats.errors})
+                                                               "fallbacks": stats.fallbacks, "errors": stats.errors},
+                       twins=dict(manifest.counts.get("benign_twins") or {}))
+
+
+def _write_twins(chunk: list[PlanItem], journal: _Journal, evolver: Any) -> list[PlanItem]:
+    """The chunk with each twin's prompt filled in by the teacher; twins it could not write are left out."""
+    for it in chunk:
+        if it.style == TWIN_STYLE and it.id not in journal.records:
+            text, error = evolver.twin(it.original, it.id)
+            journal.add([{"id": it.id, "prompt": text, "twin_of": it.twin_of, "error": error}])
+    out = []
+    for it in chunk:
+        if it.style == TWIN_STYLE:
+            text = journal.records[it.id]["prompt"]
+            if text is None:
+                continue  # no rule fallback: a rewrite that keeps the harmful intent is no twin
+            it = replace(it, prompt=text)
+        out.append(it)
+    return out
+
+
+def _twin_summary(plan: list[PlanItem], journal: _Journal) -> dict[str, Any]:
+    entries = [(it, journal.records[it.id]) for it in plan if it.style == TWIN_STYLE]
+    failed = [{"twin_of": it.twin_of, "error": e["error"]} for it, e in entries if e["prompt"] is None]
+    return {"counts": {"written": len(entries) - len(failed), "skipped": len(failed)},
+            "twin_of": {it.id: it.twin_of for it, e in entries if e["prompt"] is not None},
+            "skipped": {"count": len(failed), "examples": failed[:20]}}
 
 
 def _maybe_embedder() -> Any:
@@ -197,9 +236,11 @@ def _make_records(items: list[PlanItem], cfg: BuildConfig, policy: Policy, teach
     prompts = {}
     for it in items:
         prompts[it.id] = it.prompt if it.prompt is not None else evolver.rewrite(it.original, it.style, it.id)
+    # A twin is a request of its own: its ``original`` is the harmful prompt, whose intent is not its intent.
+    evolved = {it.id for it in items if it.style not in ("original", TWIN_STYLE)}
     reqs = [TeachRequest(item_id=it.id, prompt=prompts[it.id], label=it.label,
-                         original=it.original if it.style != "original" else None,
-                         categories=it.categories, seed=cfg.seed, style=it.style) for it in items]
+                         original=it.original if it.id in evolved else None, categories=it.categories,
+                         seed=cfg.seed, style=it.style if it.id in evolved else "original") for it in items]
     outs = teacher.scot(reqs) if cfg.method == "scot" else teacher.r2d(reqs)
     need_cats = [i for i, (it, o) in enumerate(zip(items, outs))
                  if it.label == "harmful" and cfg.method == "r2d" and not o.categories]
@@ -226,7 +267,7 @@ def _make_records(items: list[PlanItem], cfg: BuildConfig, policy: Policy, teach
 
 
 def _manifest(cfg: BuildConfig, policy: Policy, teacher: Any, shards: list[ShardInfo], out: Path,
-              plan_hash: str, near: list[NearDuplicate]) -> Manifest:
+              plan_hash: str, near: list[NearDuplicate], twins: dict[str, Any] | None = None) -> Manifest:
     c: dict[str, Counter] = {k: Counter() for k in ("kind", "label", "category", "style", "source")}
     for s in shards:
         with (out / s.file).open(encoding="utf-8") as f:
@@ -237,10 +278,15 @@ def _manifest(cfg: BuildConfig, policy: Policy, teacher: Any, shards: list[Shard
                 for cat in r["categories"]:
                     c["category"][cat] += 1
     counts = {"total": sum(s.records for s in shards), **{f"by_{k}": dict(sorted(v.items())) for k, v in c.items()}}
-    styles = sorted(s for s in c["style"] if s != "original")
+    extra: dict[str, Any] = {}
+    if twins is not None:
+        counts["benign_twins"] = twins["counts"]
+        extra = {"twin_of": twins["twin_of"], "twins_skipped": twins["skipped"]}
+    # The attack styles trained on (evaluation reports seen vs unseen attacks); twins are not attacks.
+    styles = sorted(s for s in c["style"] if s not in ("original", TWIN_STYLE))
     return Manifest(
         method=cfg.method, counts=counts, teacher=getattr(teacher, "spec", cfg.teacher), seed=cfg.seed,
         policy=policy.ref(), styles=styles, shards=shards, content_hash=content_hash([s.sha256 for s in shards]),
         format_version=FORMAT_VERSION, plan_hash=plan_hash, retain_model=cfg.model, config=cfg.model_dump(),
-        eval_overlap={"count": len(near), "examples": [vars(n) for n in near[:20]]},
+        eval_overlap={"count": len(near), "examples": [vars(n) for n in near[:20]]}, **extra,
     )

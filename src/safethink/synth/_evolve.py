@@ -1,5 +1,6 @@
 """Question evolution: rewrite harmful requests in the styles real attacks use (SCoT's six), by an
-LLM with few-shot examples picked for diversity, or by offline rules."""
+LLM with few-shot examples picked for diversity, or by offline rules; and benign twins (a benign
+request on the same topic as a harmful one), which only an LLM writes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import BackendError, SpecError
 
+_ATTACK_FRAME = ("You rewrite requests for red-team training data. Style: {description} Keep the same underlying "
+                 "request; do not answer it.")
+_TWIN_FRAME = ("You write benign counterparts of harmful requests for safety training data. {description} "
+               "Do not answer either request.")
+# A twin that opens like this is the teacher declining the task, not a request.
+_REFUSAL_START = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry|i (?:can(?:'|no)t|won'?t|am unable|'m unable)|as an ai)\b",
+                            re.IGNORECASE)
+
 STYLES = ("slang", "uncommon_dialects", "role_play", "evidence_based_persuasion", "logical_appeal",
           "expert_endorsement")
+"""The attack styles (what ``--evolve all`` means); :data:`TWIN_STYLE` is deliberately not one."""
+TWIN_STYLE = "benign_twin"
+"""The rewrite style that turns a harmful request into a benign one on the same topic (retain side)."""
 STYLES_FILE = Path(__file__).parent / "evolution.yaml"
 
 
@@ -122,22 +134,38 @@ class LLMEvolver:
         return [exs[i] for i in pick_diverse(q, self._example_vecs[style], self.shots)]
 
     def rewrite(self, prompt: str, style: str, item_id: str) -> str:
+        """``prompt`` rewritten in ``style``. An attack style falls back to the rules when the model
+        fails; :data:`TWIN_STYLE` has no rule form and raises :class:`BackendError` instead."""
         spec = self.styles[style]
+        twin = style == TWIN_STYLE
         shots = "\n".join(f"Original: {e['original']}\nRewrite: {e['rewrite']}" for e in self.examples_for(prompt, style))
-        msgs = [{"role": "system", "content": "You rewrite requests for red-team training data. "
-                 f"Style: {spec['description']} Keep the same underlying request; do not answer it. "
+        frame = (_TWIN_FRAME if twin else _ATTACK_FRAME).format(description=spec["description"])
+        msgs = [{"role": "system", "content": f"{frame} "
                  'Reply with only a JSON object: {"rewrite": "<the rewritten request>"}'},
                 {"role": "user", "content": f"Examples:\n{shots}\n\nOriginal: {prompt}"}]
 
         def check(obj: _Rewrite) -> None:
-            if obj.rewrite.strip().lower() == prompt.strip().lower():
+            if _norm(obj.rewrite) == _norm(prompt):
                 raise ValueError("the rewrite must differ from the original")
+            if twin and _REFUSAL_START.match(obj.rewrite):
+                raise ValueError("write the benign request itself, not a refusal")
 
         try:
             obj, _ = self.client.structured(msgs, _Rewrite, check=check, max_repairs=self.max_repairs)
             return obj.rewrite
         except BackendError:
-            if self.rules is None:
+            if self.rules is None or not spec.get("templates"):
                 raise
             self.fallbacks += 1
             return self.rules.rewrite(prompt, style, item_id)
+
+    def twin(self, prompt: str, item_id: str) -> tuple[str | None, str]:
+        """(benign twin of a harmful ``prompt``, "") or (None, why the model could not write one)."""
+        try:
+            return self.rewrite(prompt, TWIN_STYLE, item_id), ""
+        except BackendError as e:  # no valid reply after the repairs, or the endpoint is down
+            return None, str(e)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()

@@ -6,14 +6,15 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data._loaders import load_prompts
 from ..data._policy import Policy
 from ..data._schema import PromptRecord
+from ._evolve import STYLES, TWIN_STYLE
 
 
 class BuildConfig(BaseModel):
@@ -33,6 +34,9 @@ class BuildConfig(BaseModel):
     benign_limit: int | None = Field(default=None, ge=1, description="Benign prompts read per benign source.")
     retain_ratio: float = Field(default=1.0, gt=0, description="Retain records per refusal record (paper: 1).")
     twins: bool = Field(default=True, description="With builtin:harmful, add its benign twins and borderline prompts.")
+    llm_twins: bool = Field(
+        default=False, description="With an LLM teacher, the teacher writes a benign twin (same topic, benign intent) "
+                                   "of every harmful prompt that has no built-in twin; it joins the retain side.")
     seed: int = 0
     policy: str | None = Field(default=None, description="Policy YAML path; None = SCoT taxonomy.")
     data_dir: str | None = Field(default=None, description="Folder with public dataset copies (else $SAFETHINK_DATA_DIR).")
@@ -44,9 +48,19 @@ class BuildConfig(BaseModel):
     system_prompt: str | None = Field(default=None, description="Optional system message on every record.")
     check_eval_overlap: bool = Field(default=True, description="Warn about near-duplicates of evaluation prompts.")
 
+    @field_validator("evolve")
+    @classmethod
+    def _attack_styles(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in STYLES]
+        if bad:  # benign_twin among them would label benign rewrites harmful
+            raise ValueError(f"unknown evolution style(s) {bad}; expected some of {', '.join(STYLES)}")
+        return v
+
     def plan_hash(self) -> str:
         """Hash of the settings that decide which records are built (not how fast)."""
         keep = self.model_dump(exclude={"concurrency", "check_eval_overlap"})
+        if not keep["llm_twins"]:
+            del keep["llm_twins"]  # sets built before the option existed keep their hash
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -62,6 +76,8 @@ class PlanItem:
     source: str
     categories: tuple[str, ...]
     """Policy ids from dataset metadata (may be empty)."""
+    twin_of: str | None = None
+    """For a teacher-written benign twin: the id of the harmful prompt's refusal item."""
 
 
 def norm_prompt(text: str) -> str:
@@ -104,38 +120,59 @@ def load_sources(cfg: BuildConfig) -> tuple[list[PromptRecord], list[PromptRecor
     return harmful, forced, pool
 
 
+def has_builtin_twin(cfg: BuildConfig, h: PromptRecord) -> bool:
+    """Whether ``load_sources`` pairs this harmful prompt with a seed twin already."""
+    return cfg.twins and h.source == "builtin:harmful" and bool(h.meta.get("twin"))
+
+
 def make_plan(cfg: BuildConfig, policy: Policy, *, rule_rewrite=None) -> list[PlanItem]:
     """Refusal items (each harmful prompt + one evolved variant) then retain items, interleaved
-    so every shard mixes both. ``rule_rewrite(prompt, style, id)`` fills offline rewrites now."""
+    so every shard mixes both. ``rule_rewrite(prompt, style, id)`` fills offline rewrites now.
+    With ``llm_twins`` each harmful prompt without a built-in twin gets a retain item whose prompt
+    (None here) the teacher writes at build time; like built-in twins, these are always kept."""
     harmful, forced, pool = load_sources(cfg)
     refusals: list[PlanItem] = []
+    twins: list[PlanItem] = []
+    twin_source: dict[int, PlanItem] = {}  # id(twin item) -> its refusal item, to follow renames below
     for h in harmful:
         cats = tuple(policy.map_category(h.category))
-        refusals.append(PlanItem(f"{h.id}#original", "refusal", "harmful", h.user_text(), h.user_text(),
-                                 "original", h.source, cats))
+        first = PlanItem(f"{h.id}#original", "refusal", "harmful", h.user_text(), h.user_text(),
+                         "original", h.source, cats)
+        refusals.append(first)
         if cfg.evolve:
             style = random.Random(f"{cfg.seed}:style:{h.id}").choice(cfg.evolve)
             text = rule_rewrite(h.user_text(), style, h.id) if rule_rewrite else None
             refusals.append(PlanItem(f"{h.id}#{style}", "refusal", "harmful", text, h.user_text(), style,
                                      h.source, cats))
-    n_retain = max(round(cfg.retain_ratio * len(refusals)), len(forced))
-    k = min(max(n_retain - len(forced), 0), len(pool))
+        if cfg.llm_twins and not has_builtin_twin(cfg, h):
+            twins.append(PlanItem(f"{h.id}#{TWIN_STYLE}", "retain", "benign", None, h.user_text(), TWIN_STYLE,
+                                  h.source, (), twin_of=first.id))
+            twin_source[id(twins[-1])] = first
+    n_fixed = len(forced) + len(twins)
+    n_retain = max(round(cfg.retain_ratio * len(refusals)), n_fixed)
+    k = min(max(n_retain - n_fixed, 0), len(pool))
     picked = sorted(random.Random(f"{cfg.seed}:retain").sample(range(len(pool)), k))
     benign = forced + [pool[i] for i in picked]
     retains = [PlanItem(f"{b.id}#retain", "retain", "benign", b.user_text(), b.user_text(), "original", b.source, ())
                for b in benign]
+    retains = retains[:len(forced)] + twins + retains[len(forced):]
     # Interleave by position so that any prefix of the set (a shard, a resumed run) is balanced.
     merged: list[tuple[float, int, PlanItem]] = []
     for seq, items in ((0, refusals), (1, retains)):
         merged += [((i + 0.5) / len(items), seq, it) for i, it in enumerate(items)]
     plan = [it for _, _, it in sorted(merged, key=lambda t: (t[0], t[1]))]
     ids: set[str] = set()
-    out = []
+    final: dict[int, str] = {}
     for it in plan:  # distinct sources can reuse ids (two files called data.csv): keep them apart
         new_id, n = it.id, 1
         while new_id in ids:
             n += 1
             new_id = f"{it.id}~{n}"
         ids.add(new_id)
-        out.append(it if new_id == it.id else PlanItem(**{**asdict(it), "id": new_id}))
+        final[id(it)] = new_id
+    out = []
+    for it in plan:
+        twin_of = final[id(twin_source[id(it)])] if id(it) in twin_source else it.twin_of
+        out.append(it if (final[id(it)], twin_of) == (it.id, it.twin_of)
+                   else replace(it, id=final[id(it)], twin_of=twin_of))
     return out
