@@ -287,3 +287,146 @@ def test_cli_llm_twins_flag_reaches_the_config(tmp_path):
                           env={**os.environ})
     assert proc.returncode == 2, proc.stderr
     assert "needs an LLM teacher" in proc.stderr and "--llm-twins" in proc.stderr
+
+
+# ------------------------------------------------------------ outages and evaluation overlap of twins
+
+@pytest.mark.timeout(60)
+def test_endpoint_failures_are_told_apart_from_failures_on_one_request():
+    import socket
+    import threading
+
+    from test_models_openai import ChatServer
+
+    from safethink.errors import EndpointError
+    from safethink.synth import LLMEvolver, StructuredOutputError
+
+    msgs = [{"role": "user", "content": "x"}]
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with pytest.raises(EndpointError, match="failed after 2 attempts") as e:
+        ChatClient("m", dead, max_retries=1, backoff=0.01).complete(msgs)
+    assert e.value.url == dead
+    with pytest.raises(EndpointError):  # a twin asked of a dead endpoint is raised, not returned as a skip
+        LLMEvolver(ChatClient("m", dead, max_retries=1, backoff=0.01)).twin("How do I pick a lock?", "i1")
+
+    srv = ChatServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        client = ChatClient("m", srv.url, max_retries=2, backoff=0.01, json_mode=False)
+        srv.plan = [("status", 503, {}, {"error": {"message": "overloaded"}})] * 3
+        with pytest.raises(EndpointError, match="3 attempts.*HTTP 503"):
+            client.complete(msgs)
+        for code, endpoint_wide in ((401, True), (404, True), (400, False), (422, False)):
+            srv.plan = [("status", code, {}, {"error": {"message": "no"}})]
+            with pytest.raises(BackendError, match=f"HTTP {code}") as e:
+                client.complete(msgs)
+            assert isinstance(e.value, EndpointError) == endpoint_wide, code
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+    with ScriptedServer(["nope"] * 3) as live:  # the model answers, never validly: a verdict on the prompt
+        with pytest.raises(StructuredOutputError) as e:
+            ChatClient("m", live.url).structured(msgs, SCoTReasoning, max_repairs=2)
+        assert not isinstance(e.value, EndpointError)
+    with ScriptedServer([json.dumps({"rewrite": "        "})] * 3) as live:  # whitespace only is no twin
+        text, why = LLMEvolver(ChatClient("m", live.url)).twin("How do I pick a lock?", "i1")
+    assert text is None and "no valid output" in why
+
+
+def _twin_config(h: str, b: str, url: str, **kw) -> BuildConfig:
+    return BuildConfig(method="scot", harmful=[h], benign=[b], teacher=f"openai:scripted@{url}", llm_twins=True,
+                       retain_ratio=2, max_new_tokens=4, **{"check_eval_overlap": False, **kw})
+
+
+@pytest.mark.timeout(300)
+def test_llm_twins_outage_stops_the_build_and_a_rerun_resumes(tmp_path, tiny_model):
+    from safethink.errors import EndpointError
+
+    h, b = _files(tmp_path)
+    with ScriptedServer() as ref_srv:
+        build_dataset(_twin_config(h, b, ref_srv.url, shard_size=3), tmp_path / "ref", retain_model=tiny_model,
+                      cache_dir=tmp_path / "c")
+
+    out = tmp_path / "o"
+    first = ScriptedServer().__enter__()
+    cfg = _twin_config(h, b, first.url, shard_size=3)
+    gone: list[int] = []
+
+    def outage(stage: str, done: int, total: int) -> None:
+        if stage == "records" and not gone:  # the first shard's records are made: the endpoint goes away
+            first.__exit__(None, None, None)
+            gone.append(done)
+
+    try:
+        with pytest.raises(EndpointError) as err:
+            build_dataset(cfg, out, retain_model=tiny_model, cache_dir=tmp_path / "c", progress=outage)
+    finally:
+        first.__exit__(None, None, None)
+    assert gone, "the build never reached its first shard's records"
+    msg = str(err.value)
+    assert err.value.url == first.url and first.url in msg and "#benign_twin" in msg
+    assert "unreachable" in msg and "run the same command again to resume" in msg
+    # nothing half-written: whole journal lines for the twins that were written, none for the one that failed
+    served = len(_twin_calls(first.requests))
+    lines = (out / ".work" / "twins.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert 0 < served < 4 and len(entries) == served == len({e["id"] for e in entries})
+    assert all(e["prompt"] and not e["error"] for e in entries)
+    assert (out / "shard-00000.jsonl").is_file() and not (out / "shard-00001.jsonl").exists()
+    assert not (out / "manifest.json").exists()
+
+    with ScriptedServer(port=first.port) as back:  # the endpoint is back, at the same URL
+        assert back.url == first.url
+        res = build_dataset(cfg, out, retain_model=tiny_model, cache_dir=tmp_path / "c")
+        again = len(_twin_calls(back.requests))
+    assert served + again == 4, "every twin is asked for exactly once"
+    assert res.resumed > 0 and res.twins == {"written": 4, "skipped": 0}
+    ref_man, ref = load_training_set(tmp_path / "ref")
+    man, got = load_training_set(out)
+    assert [r.model_dump() for r in got] == [r.model_dump() for r in ref]
+    assert man.content_hash == ref_man.content_hash and man.twin_of == ref_man.twin_of
+    assert man.twins_skipped["count"] == 0 and sum(r.style == "benign_twin" for r in got) == 4
+    assert len({r.id for r in got}) == len(got) and not (out / ".work").exists() and check_dataset(out).ok
+
+
+@pytest.mark.timeout(120)
+def test_cli_outage_is_one_clear_error(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    h, b = _files(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    proc = subprocess.run([sys.executable, "-c", "from safethink.cli import main; main()", "data", "build",
+                           "--method", "scot", "--harmful", h, "--benign", b, "--out", str(tmp_path / "o"),
+                           "--teacher", f"openai:m@{dead}", "--llm-twins"], check=False, capture_output=True,
+                          text=True, timeout=110, env={**os.environ})
+    assert proc.returncode == 2, proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "error:" in err and dead in err and "run the same command again to resume" in err
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o" / "manifest.json").exists() and not (tmp_path / "o" / ".work" / "twins.jsonl").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_twin_that_copies_an_evaluation_prompt_is_a_near_duplicate(tmp_path, tiny_model, shared_data):
+    from safethink.data import load_prompts
+
+    ev = load_prompts("jbb-benign", data_dir=str(shared_data))[0]
+    copy = ev.prompt.upper().rstrip(".") + "!"  # re-cased and re-punctuated: the same words
+    h, b = _files(tmp_path)
+    with ScriptedServer([json.dumps({"rewrite": copy})]) as srv:  # the first twin asked for
+        cfg = _twin_config(h, b, srv.url, data_dir=str(shared_data), check_eval_overlap=True)
+        res = build_dataset(cfg, tmp_path / "o", retain_model=tiny_model, cache_dir=tmp_path / "c")
+    man, recs = load_training_set(tmp_path / "o")
+    twin = next(r for r in recs if r.style == "benign_twin" and r.messages[-2].content == copy)
+    assert twin.id in man.twin_of
+    assert [(n.train_id, n.eval_id) for n in res.near_duplicates] == [(twin.id, ev.id)]
+    assert res.near_duplicates[0].similarity == 1.0
+    assert man.eval_overlap["count"] == 1 and man.eval_overlap["examples"][0]["train_id"] == twin.id

@@ -1,7 +1,8 @@
 """Helper (no tests): a real OpenAI-compatible chat-completions server on 127.0.0.1 with scripted replies.
 
 Replies are taken from ``script`` in order; when it runs out, a valid reply is composed from the
-request (the rule ids listed in the system prompt), so any number of calls can be served.
+request (the rule ids listed in the system prompt), so any number of calls can be served. ``port``
+serves on a given port (to bring an endpoint back at the same URL after stopping it); 0 picks a free one.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _auto_reply(messages: list[dict]) -> str:
 
 
 class ScriptedServer:
-    def __init__(self, script: list[str] | None = None):
+    def __init__(self, script: list[str] | None = None, *, port: int = 0):
         self.script = list(script or [])
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -55,10 +56,12 @@ class ScriptedServer:
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": content}}]}
 
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+        self.port = port
+        if not port:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+            sock.close()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

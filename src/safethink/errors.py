@@ -37,3 +37,16 @@ class MissingExtraError(SafethinkError, ImportError):
 
 class BackendError(SafethinkError, RuntimeError):
     """A model backend failed in a way retries cannot fix (for example an HTTP 4xx)."""
+
+
+class EndpointError(BackendError):
+    """An HTTP endpoint failed as a whole, not on one request: it could not be reached, timed out or
+    kept answering 408 / 409 / 429 / 5xx through every retry, rejected the client itself (HTTP 401,
+    403, 404: key, model name or URL), or answered with something that is not the API. The same
+    request can succeed once the endpoint is back or fixed, so callers must not record the failure
+    as a verdict on the request (a skipped item, a fallback answer)."""
+
+    def __init__(self, message: str, *, url: str):
+        super().__init__(message)
+        self.url = url
+        """The endpoint (the API root, e.g. ``http://127.0.0.1:8000/v1``)."""

@@ -4,8 +4,10 @@ server, OpenAI, ``safethink serve``).
 The core is async (:meth:`OpenAIChatModel.agenerate`): one httpx client per call, at most
 ``max_concurrency`` requests in flight, retries with exponential backoff and jitter on 429, 408,
 5xx, timeouts and connection errors (honouring ``Retry-After``), and a :class:`BackendError`
-naming the status and the server's message for any other 4xx. :meth:`generate` is the
-synchronous :class:`ChatModel` entry point; it also works when called from inside a running
+naming the status and the server's message for any other 4xx. Failures of the endpoint as a
+whole (retries exhausted, HTTP 401/403/404, a reply that is not the API) raise its subclass
+:class:`EndpointError`; a plain :class:`BackendError` is about the one request. :meth:`generate`
+is the synchronous :class:`ChatModel` entry point; it also works when called from inside a running
 event loop (it then runs its own loop in a worker thread).
 
 With a token hook the request is streamed and the hook sees every text delta
@@ -26,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ..errors import BackendError, SpecError
+from ..errors import BackendError, EndpointError, SpecError
 from ._chat import validate_messages
 from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
 
@@ -205,14 +207,15 @@ class OpenAIChatModel:
             except httpx.TransportError as e:  # timeouts, refused / reset connections
                 failure = _Retryable(f"{type(e).__name__}: {e or 'no detail'}")
                 if shown[0]:
-                    raise BackendError(
+                    raise EndpointError(
                         f"POST {url}: the stream broke after the token hook had seen part of the "
                         f"answer ({failure}); not retried, a retry would show the hook the same "
-                        "tokens again") from e
+                        "tokens again", url=self.base_url) from e
             except _Retryable as e:
                 failure = e
             if attempt >= self.max_retries:
-                raise BackendError(f"POST {url}: gave up after {attempt + 1} attempts; last error: {failure}")
+                raise EndpointError(f"POST {url}: gave up after {attempt + 1} attempts; last error: {failure}",
+                                    url=self.base_url)
             delay = self._delay(attempt, failure.retry_after)
             log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, failure, attempt + 1,
                         self.max_retries, delay)
@@ -257,8 +260,8 @@ class OpenAIChatModel:
             choice = data["choices"][0]
             text = (choice.get("message") or {}).get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise BackendError(f"unexpected response from {self.base_url}: no choices[0].message "
-                               f"in {json.dumps(data)[:300]}") from None
+            raise EndpointError(f"unexpected response from {self.base_url}: no choices[0].message "
+                                f"in {json.dumps(data)[:300]}", url=self.base_url) from None
         logps = _logprobs(choice.get("logprobs")) if config.logprobs else None
         usage = data.get("usage") or {}
         return _finish(text, choice.get("finish_reason"), config, logps,
@@ -328,9 +331,9 @@ def _json(resp: Any, url: str) -> dict[str, Any]:
     try:
         data = resp.json()
     except ValueError:
-        raise BackendError(f"POST {url}: response is not JSON: {resp.text[:300]!r}") from None
+        raise EndpointError(f"POST {url}: response is not JSON: {resp.text[:300]!r}", url=_root(url)) from None
     if not isinstance(data, dict):
-        raise BackendError(f"POST {url}: expected a JSON object, got {type(data).__name__}")
+        raise EndpointError(f"POST {url}: expected a JSON object, got {type(data).__name__}", url=_root(url))
     return data
 
 
@@ -345,7 +348,19 @@ def _check_status(resp: Any, url: str) -> None:
         401: " (set SAFETHINK_API_KEY or OPENAI_API_KEY, or pass api_key=)",
         404: " (check the model name and that the base URL ends in /v1)",
     }.get(code, "")
-    raise BackendError(f"POST {url}: HTTP {code} {resp.reason_phrase}: {message}{hint}")
+    text = f"POST {url}: HTTP {code} {resp.reason_phrase}: {message}{hint}"
+    if code in _ENDPOINT_STATUS:
+        raise EndpointError(text, url=_root(url))
+    raise BackendError(text)
+
+
+_ENDPOINT_STATUS = (401, 403, 404)
+"""Client errors about the endpoint (key, permissions, URL or model name), not about the request."""
+
+
+def _root(url: str) -> str:
+    """The API root of a ``.../chat/completions`` URL."""
+    return url.removesuffix("/chat/completions")
 
 
 def _maybe_json(resp: Any) -> Any:

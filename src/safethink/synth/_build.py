@@ -6,7 +6,9 @@ point and run again with the same settings, a build skips what is done and ends 
 record exactly once, identical to an uninterrupted build (teachers and rule rewrites are seeded
 per item; retain answers are cached and generated in fixed groups). Teacher-written benign twins
 are journalled in ``.work/twins.jsonl`` as soon as each is written (or given up on), so a resumed
-build neither asks for them again nor gets different ones.
+build neither asks for them again nor gets different ones. Only a verdict on the prompt (no valid
+twin after the repairs) is given up on; when the endpoint itself fails (:class:`EndpointError`) the
+build stops there with nothing journalled for that twin, and running it again resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..data._schema import PromptRecord
 from ..data._training import (
     MANIFEST, FORMAT_VERSION, Manifest, ShardInfo, TrainingRecord, content_hash, file_sha256, shard_name,
 )
-from ..errors import InputError, SafethinkError
+from ..errors import EndpointError, InputError, SafethinkError
 from ..io import atomic_write_text
 from ._evolve import TWIN_STYLE, LLMEvolver, RuleEvolver
 from ._plan import BuildConfig, PlanItem, make_plan
@@ -142,6 +144,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
     atomic_write_text(state_path, json.dumps({"plan_hash": plan_hash, "config": cfg.model_dump()}, indent=1))
 
     near: list[NearDuplicate] = []
+    evals: list[PromptRecord] = []
     if cfg.check_eval_overlap:
         train = [PromptRecord(id=it.id, prompt=it.original, label=it.label, source=it.source)
                  for it in plan if it.style == "original"]
@@ -162,7 +165,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
     shard_infos: list[ShardInfo] = []
     for n, planned in enumerate(chunks):
         path = out / shard_name(n)
-        chunk = _write_twins(planned, twin_journal, evolver) if cfg.llm_twins else planned
+        chunk = _write_twins(planned, twin_journal, evolver, out / WORK) if cfg.llm_twins else planned
         skipped = len(planned) - len(chunk)
         ids = [it.id for it in chunk]
         if not (path.is_file() and _shard_ok(path, ids)):
@@ -185,6 +188,8 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
             atomic_write_text(path, "".join(lines))
         done += len(planned)
         shard_infos.append(ShardInfo(file=path.name, sha256=file_sha256(path), records=len(chunk)))
+    if cfg.llm_twins and evals:  # twins exist only now; JBB benign, for one, is a set of twins itself
+        near += find_near_duplicates(_written_twins(plan, twin_journal), evals)
     twins = _twin_summary(plan, twin_journal) if cfg.llm_twins else None
     manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near, twins)
     atomic_write_text(out / MANIFEST, manifest.model_dump_json(indent=1))
@@ -196,11 +201,19 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
                        twins=dict(manifest.counts.get("benign_twins") or {}))
 
 
-def _write_twins(chunk: list[PlanItem], journal: _Journal, evolver: Any) -> list[PlanItem]:
-    """The chunk with each twin's prompt filled in by the teacher; twins it could not write are left out."""
+def _write_twins(chunk: list[PlanItem], journal: _Journal, evolver: Any, work: Path) -> list[PlanItem]:
+    """The chunk with each twin's prompt filled in by the teacher; twins it could not write are left out.
+
+    An endpoint failure stops the build: the twin is not journalled, so a rerun asks for it again."""
     for it in chunk:
         if it.style == TWIN_STYLE and it.id not in journal.records:
-            text, error = evolver.twin(it.original, it.id)
+            try:
+                text, error = evolver.twin(it.original, it.id)
+            except EndpointError as e:
+                raise EndpointError(
+                    f"the LLM teacher at {e.url} is unreachable or failing, so benign twin {it.id} was not "
+                    f"written ({e}). The twins and records finished so far are kept in {work}; run the "
+                    "same command again to resume once the endpoint is back", url=e.url) from e
             journal.add([{"id": it.id, "prompt": text, "twin_of": it.twin_of, "error": error}])
     out = []
     for it in chunk:
@@ -211,6 +224,12 @@ def _write_twins(chunk: list[PlanItem], journal: _Journal, evolver: Any) -> list
             it = replace(it, prompt=text)
         out.append(it)
     return out
+
+
+def _written_twins(plan: list[PlanItem], journal: _Journal) -> list[PromptRecord]:
+    """The twins the teacher wrote, as prompts (record ids), for the evaluation-overlap check."""
+    return [PromptRecord(id=it.id, prompt=journal.records[it.id]["prompt"], label="benign", source=it.source)
+            for it in plan if it.style == TWIN_STYLE and journal.records[it.id]["prompt"] is not None]
 
 
 def _twin_summary(plan: list[PlanItem], journal: _Journal) -> dict[str, Any]:

@@ -3,6 +3,12 @@
 Transport failures (connection errors, HTTP 429/5xx) are retried with backoff; a reply that is
 not valid JSON for the expected schema is sent back to the model with the validation error and a
 request to fix it ("repair"), a bounded number of times.
+
+Two failure kinds reach the caller: :class:`~safethink.errors.EndpointError` when the endpoint
+itself is down or unusable (retries exhausted, HTTP 401/403/404, a reply that is not a chat
+completion), and :class:`StructuredOutputError` when the model answered but never validly (a
+verdict on that request). Any other HTTP 4xx is a plain :class:`BackendError`: the server rejected
+that one request.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BackendError
+from ..errors import BackendError, EndpointError
 
 M = TypeVar("M", bound=BaseModel)
+
+_ENDPOINT_STATUS = (401, 403, 404)
+"""Client errors about the endpoint (key, permissions, URL or model name), not about the request."""
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
@@ -77,17 +86,20 @@ class ChatClient:
                     try:
                         return r.json()["choices"][0]["message"]["content"] or ""
                     except (ValueError, KeyError, IndexError, TypeError):
-                        raise BackendError(f"{url}: reply is not a chat completion: {r.text[:200]}") from None
+                        raise EndpointError(f"{url}: reply is not a chat completion: {r.text[:200]}",
+                                            url=self.base_url) from None
                 if r.status_code == 400 and self.json_mode and "response_format" in r.text:
                     self.json_mode = False  # the server does not know JSON mode; ask in the prompt only
                     body.pop("response_format", None)
                     continue
+                if r.status_code in _ENDPOINT_STATUS:
+                    raise EndpointError(f"{url}: HTTP {r.status_code}: {r.text[:300]}", url=self.base_url)
                 if r.status_code not in (408, 409, 429) and r.status_code < 500:
                     raise BackendError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
                 last = f"HTTP {r.status_code}"
             if attempt < self.max_retries:
                 time.sleep(self.backoff * 2 ** attempt)
-        raise BackendError(f"{url}: failed after {self.max_retries + 1} attempts ({last})")
+        raise EndpointError(f"{url}: failed after {self.max_retries + 1} attempts ({last})", url=self.base_url)
 
     def structured(self, messages: list[dict[str, str]], schema: type[M], *,
                    check: Callable[[M], None] | None = None, max_repairs: int = 2) -> tuple[M, int]:
