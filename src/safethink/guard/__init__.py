@@ -1,7 +1,8 @@
 """Guards: defences wrapped around generation, all behind one interface (:class:`Guard`).
 
 Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``; names:
-``none``, ``scot``, ``r2d``, ``r2d-pivot`` (decode-time pivot guard) and the published baselines
+``none``, ``scot``, ``scot-verdict`` (SCoT verdicts read from their log-odds), ``r2d``,
+``r2d-pivot`` (decode-time pivot guard) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
 ``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
 """
@@ -11,6 +12,7 @@ from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal
 from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexities, perturb
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
+from ._verdict import SCoTVerdictGuard, verdict_scores
 from ._prompting import GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTPrompt, SelfReminder
 
 
@@ -38,11 +40,13 @@ __all__ = [
     "R2DPrompt",
     "SCoTGuard",
     "SCoTPrompt",
+    "SCoTVerdictGuard",
     "SelfReminder",
     "SmoothLLM",
     "create_guard",
     "log_perplexities",
     "looks_like_refusal",
     "perturb",
+    "verdict_scores",
     "pivot_token_ids",
 ]

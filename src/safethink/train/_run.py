@@ -78,6 +78,20 @@ def _fsdp_checkpoints() -> bool:
     return os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true"
 
 
+def _checkpointing_args(on: bool) -> dict[str, Any]:
+    """The training-arguments field for activation (gradient) checkpointing under its current name.
+
+    transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on the
+    old one (which TRL's SFTConfig still sets to True by default); older 5.x releases only know the old name."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(SFTConfig)}:
+        return {"activation_checkpointing": on, "gradient_checkpointing": None}
+    return {"gradient_checkpointing": on}
+
+
 def _check_report_to(report_to: list[str]) -> None:
     import importlib.util
 
@@ -198,11 +212,11 @@ def train(
         max_grad_norm=cfg.max_grad_norm, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, seed=cfg.seed,
         data_seed=cfg.seed, bf16=precision == "bf16", fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing and not _fsdp_checkpoints(), logging_steps=cfg.logging_steps,
+        **_checkpointing_args(cfg.gradient_checkpointing and not _fsdp_checkpoints()), logging_steps=cfg.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, report_to=list(cfg.report_to) or "none",
         disable_tqdm=bool(callbacks), optim="adamw_torch",
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = SafetyTrainer(
         model=net, args=args, train_dataset=dataset, processing_class=tok,

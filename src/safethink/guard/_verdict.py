@@ -1,0 +1,184 @@
+"""``scot-verdict``: decide a SCoT model's rule verdicts from their log-odds, then let it answer.
+
+A SCoT-trained model writes one verdict line per policy rule (``* illicit/violent: Yes. Reason: ...``
+or ``...: No.``) before its response. Greedy decoding picks ``Yes`` only when it is the single most
+likely token, and on a small model trained with one ``Yes`` among many ``No`` lines that bar is set
+by the class balance of the training set, not by the request. This guard reads the decision
+instead of sampling it:
+
+1. the model writes its restatement of the request (the line after the verify header);
+2. one forward pass over the reasoning with every rule line teacher-forced to ``No`` gives, at each
+   rule's verdict position, ``log p(Yes) - log p(No)`` (each rule's score given that the rules above
+   it were not violated, which is what the model sees whenever no earlier rule fired);
+3. the rules whose score is above ``threshold`` are violated; the guard writes the verdict lines and
+   the conclusion accordingly, and the model writes the response after the response header.
+
+A refusal names the violated rules. ``threshold`` sets the trade-off between missed harmful requests
+and refused benign ones (0 = ``Yes`` as likely as ``No``); ``info["verdict_scores"]`` records every
+score so a threshold can be chosen from stored evaluation runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..data._formats import DEFAULT_SCOT_FORMAT, SCoTFormat
+from ..errors import SpecError
+from ..models import ChatModel, Conversation, GenerationConfig, ProgressFn
+from ._base import GUARDS, GuardedOutput
+from ._core import GuardBase, GuardKind, positive, run_stage
+from ._filters import _hf_parts
+
+
+@GUARDS.register()
+@dataclass
+class SCoTVerdictGuard(GuardBase):
+    """SCoT with decoded rule verdicts: a rule is violated when its ``Yes``/``No`` log-odds exceed ``threshold``."""
+
+    name: ClassVar[str] = "scot-verdict"
+    kind: ClassVar[GuardKind] = "decode"
+
+    threshold: float = 0.0
+    """A rule is violated when log p(Yes) - log p(No) at its verdict position is above this."""
+    policy: str | None = None
+    """Policy YAML whose enabled rules are the verdict lines (None: the SCoT taxonomy the data builder uses)."""
+    restate_tokens: int = 32
+    """Token budget of the restatement line."""
+    fmt: SCoTFormat = field(default_factory=lambda: DEFAULT_SCOT_FORMAT)
+    """The SCoT strings (headers, rule lines, conclusions, refusal template)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self.name, restate_tokens=self.restate_tokens)
+        self._rules: list[tuple[str, str]] | None = None
+
+    def rules(self) -> list[tuple[str, str]]:
+        """(id, rule sentence) of every enabled rule, in reasoning order."""
+        if self._rules is None:
+            from ..data import load_policy
+
+            self._rules = [(r.id, r.rule) for r in load_policy(self.policy).active]
+        return self._rules
+
+    def generate(self, model: ChatModel, conversations: Sequence[Conversation], config: GenerationConfig,
+                 *, progress: ProgressFn | None = None) -> list[GuardedOutput]:
+        convs = list(conversations)
+        if not convs:
+            return []
+        head = self.fmt.verify_header + "\n"
+        first = run_stage(model, convs, GenerationConfig(
+            max_new_tokens=self.restate_tokens, stop=("\n",), batch_size=config.batch_size), prefixes=[head] * len(convs))
+        restated = [restatement(c.text) for c in first]
+        scores = verdict_scores(model, convs, [head + r for r in restated], self.rules(), self.fmt,
+                                batch_size=config.batch_size)
+        reasonings = []
+        decided: list[list[str]] = []
+        for r, sc in zip(restated, scores):
+            violated = [rid for (rid, _), s in zip(self.rules(), sc) if s > self.threshold]
+            decided.append(violated)
+            reasonings.append(self.reasoning(r, violated))
+        prefixes = [head + r + "\n" + self.fmt.response_header + "\n" for r in reasonings]
+        comps = run_stage(model, convs, config, prefixes=prefixes, progress=progress)
+        outs = []
+        for c, prefix, reasoning, violated, sc in zip(comps, prefixes, reasonings, decided, scores):
+            answer = c.text.strip()
+            info: dict[str, Any] = {
+                "verdict_scores": {rid: round(s, 4) for (rid, _), s in zip(self.rules(), sc)},
+                "threshold": self.threshold, "violated": violated,
+                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            }
+            action = None
+            if violated:
+                action = "refused"
+                if not any(v in answer for v in violated):  # a refusal names the rules it applies
+                    answer = self.fmt.refusal.format(categories=", ".join(violated))
+            raw = prefix + (c.raw_text if c.raw_text is not None else c.text)
+            outs.append(GuardedOutput(text=answer, raw=raw, reasoning=(head + reasoning).strip(), action=action,
+                                      finish_reason=c.finish_reason, info=info))
+        return outs
+
+    def reasoning(self, restated: str, violated: list[str]) -> str:
+        """The analysis text for a decision: restatement, one line per rule, the conclusion."""
+        lines = [restated] if restated else []
+        for rid, rule in self.rules():
+            if rid in violated:
+                lines.append(self.fmt.yes_line.format(category=rid, reason=rule))
+            else:
+                lines.append(self.fmt.no_line.format(category=rid))
+        if violated:
+            lines.append(self.fmt.reject_conclusion.format(categories=", ".join(violated)))
+        else:
+            lines.append(self.fmt.safe_conclusion)
+        return "\n".join(lines)
+
+
+def restatement(line: str) -> str:
+    """The model's restatement line; empty when it skipped straight to the rule lines."""
+    line = line.strip().split("\n")[0].strip()
+    return "" if line.startswith(("*", "-", "#")) else line
+
+
+def _verdict_split(fmt: SCoTFormat) -> tuple[str, str, str]:
+    """(text before the verdict word, the No word, the Yes word) of the format's rule lines."""
+    no_head, _, no_tail = fmt.no_line.partition("{category}")
+    yes_head, _, yes_tail = fmt.yes_line.partition("{category}")
+    if no_head != yes_head:
+        raise SpecError("scot-verdict: the yes and no lines must start the same way")
+    k = 0  # common prefix of the two tails (": ") comes before the verdict word
+    while k < min(len(no_tail), len(yes_tail)) and no_tail[k] == yes_tail[k]:
+        k += 1
+    while k and no_tail[k - 1] != " ":  # the verdict word starts after a space
+        k -= 1
+    return no_tail[:k], no_tail[k:].split(".")[0], yes_tail[k:].split(".")[0]
+
+
+def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], heads: Sequence[str],
+                   rules: Sequence[tuple[str, str]], fmt: SCoTFormat = DEFAULT_SCOT_FORMAT,
+                   *, batch_size: int = 16) -> list[list[float]]:
+    """Per conversation, per rule: ``log p(Yes) - log p(No)`` at the rule's verdict position, with the
+    assistant turn teacher-forced to ``head`` followed by every rule line answered ``No``."""
+    import torch
+
+    net, tok = _hf_parts(model, "scot-verdict")
+    sep, no_word, yes_word = _verdict_split(fmt)
+    yes_id = tok.encode(" " + yes_word if sep.endswith(" ") else yes_word, add_special_tokens=False)
+    no_id = tok.encode(" " + no_word if sep.endswith(" ") else no_word, add_special_tokens=False)
+    if not yes_id or not no_id or yes_id[0] == no_id[0]:
+        raise SpecError(f"scot-verdict: {yes_word!r} and {no_word!r} must start with different tokens")
+    sep = sep.rstrip(" ")  # the space belongs to the verdict token
+    texts, marks = [], []
+    for conv, head in zip(conversations, heads):
+        text = model.render(conv, head.rstrip("\n") + "\n")
+        m = []
+        for rid, _ in rules:
+            text += fmt.no_line.partition("{category}")[0] + rid + sep
+            m.append(len(text))
+            text += fmt.no_line.format(category=rid)[len(fmt.no_line.partition("{category}")[0] + rid + sep):] + "\n"
+        texts.append(text)
+        marks.append(m)
+    device = next(net.parameters()).device
+    out: list[list[float]] = []
+    side = tok.padding_side
+    try:
+        tok.padding_side = "right"
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc.pop("offset_mapping").tolist()
+            enc = enc.to(device)
+            with torch.inference_mode():
+                logits = net(**enc).logits
+            for b, m in enumerate(marks[start:start + batch_size]):
+                ends = [e for s, e in offsets[b]]
+                row = []
+                for mk in m:
+                    # the last token that ends at or before the mark predicts the verdict word
+                    pos = max(i for i, e in enumerate(ends) if 0 < e <= mk)
+                    lp = torch.log_softmax(logits[b, pos].float(), -1)
+                    row.append(float(lp[yes_id[0]] - lp[no_id[0]]))
+                out.append(row)
+    finally:
+        tok.padding_side = side
+    return out
