@@ -53,7 +53,9 @@ def test_eval_specs_name_registered_plugins(tmp_path):
     runs = {"scot": tmp_path / "runs" / "scot", "r2d": tmp_path / "runs" / "r2d"}
     specs = eval_specs(cfg, split_eval_datasets(cfg, splits), runs)
     assert [s.defences[0].guard for s in specs] == [v.guard for v in VARIANTS]
-    assert all(a in ATTACKS for a in DEFAULT_ATTACKS) and len(cfg.attacks) >= 8
+    assert all(a in ATTACKS for a in DEFAULT_ATTACKS) and len(DEFAULT_ATTACKS) >= 8
+    assert QuickstartConfig.for_mode(tmp_path, fast=False).attacks == DEFAULT_ATTACKS
+    assert set(cfg.attacks) < set(DEFAULT_ATTACKS)  # --fast: a subset, for time
     assert all(v.guard in GUARDS for v in VARIANTS)
     assert {s.out for s in specs} == {str(tmp_path / "eval")}
     assert [s.models[0].adapter for s in specs] == [None, None, str(runs["scot"]), str(runs["r2d"]), str(runs["r2d"])]

@@ -30,6 +30,8 @@ DEFAULT_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "aim",
     "evil-confidant", "past-tense", "payload-splitting",
 )
+FAST_ATTACKS = ("none", "prefix-injection", "refusal-suppression", "past-tense")
+"""``--fast``: the attacks with short prompts (the long role-play templates dominate generation time)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ class QuickstartConfig:
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0) -> QuickstartConfig:
         if fast:
-            return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=4, eval_benign=4,
-                       train_harmful=12, max_new_tokens=128, retain_tokens=48)
+            # A smoke run of every stage (a few minutes on 2 CPU cores): too few steps to change the
+            # model's behaviour, and answers too short for the SCoT reasoning to reach its response.
+            return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=2, eval_benign=2,
+                       train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS)
         return cls(out=out, model=model, seed=seed)
 
 
