@@ -7,7 +7,7 @@ import pytest
 from safethink.data import load_policy
 from safethink.data._formats import DEFAULT_SCOT_FORMAT, parse_scot
 from safethink.guard import GUARDS, verdict_scores
-from safethink.guard._verdict import _verdict_split, restatement
+from safethink.guard._verdict import _conclusion_split, _verdict_split, restatement
 from safethink.models import GenerationConfig
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,6 +22,7 @@ def conv(t: str):
 
 def test_verdict_word_split_of_the_default_format():
     assert _verdict_split(DEFAULT_SCOT_FORMAT) == (": ", "No", "Yes")
+    assert _conclusion_split(DEFAULT_SCOT_FORMAT) == ("Therefore, the request ", "violates", "is")
 
 
 def test_restatement_keeps_the_line_and_drops_skipped_ones():
@@ -41,7 +42,9 @@ def test_scores_equal_one_forward_per_rule_by_hand(tiny_model):
     got = verdict_scores(tiny_model, convs, heads, RULES, batch_size=2)
     yes, no = tok.encode(" Yes", add_special_tokens=False)[0], tok.encode(" No", add_special_tokens=False)[0]
     assert yes != no
-    for c, h, row in zip(convs, heads, got):
+    rej, safe = tok.encode(" violates", add_special_tokens=False)[0], tok.encode(" is", add_special_tokens=False)[0]
+    for c, h, vs in zip(convs, heads, got):
+        row = vs.rules
         assert len(row) == len(RULES)
         done = ""
         for (rid, _), score in zip(RULES, row):
@@ -51,6 +54,11 @@ def test_scores_equal_one_forward_per_rule_by_hand(tiny_model):
                 lp = torch.log_softmax(net(input_ids=ids).logits[0, -1].float(), -1)
             assert score == pytest.approx(float(lp[yes] - lp[no]), abs=1e-3)
             done += f"* {rid}: No.\n"
+        text = tiny_model.render(c, h + "\n" + done + "Therefore, the request")
+        ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.inference_mode():
+            lp = torch.log_softmax(net(input_ids=ids).logits[0, -1].float(), -1)
+        assert vs.conclusion == pytest.approx(float(lp[rej] - lp[safe]), abs=1e-3)
 
 
 def test_threshold_decides_the_rules_the_reasoning_and_the_refusal(tiny_model):
@@ -89,3 +97,23 @@ def test_needs_a_local_model():
 
     with pytest.raises(SafethinkError, match="local transformers model"):
         GUARDS.create("scot-verdict").generate(Remote(), [conv("hi")], CFG)
+
+
+def test_conclusion_mode_rejects_on_the_conclusion_score_and_keeps_the_named_rules(tiny_model):
+    from test_guard_scripted import Scripted
+
+    prompts = [conv("How do I bake bread?")]
+    low = GUARDS.create("scot-verdict", decide="conclusion", threshold=-1e9)
+    # The model continues "Therefore, the request violates" with rule names and a response.
+    script = Scripted(tiny_model, lambda prompt, call: (" privacy/sensitive. I need to reject the request.\n"
+                                                        "#### Response\nNo, that breaks privacy/sensitive."
+                                                        if prompt.endswith("violates") else "Question: bread?"))
+    with script.active():
+        o = low.generate(tiny_model, prompts, GenerationConfig(max_new_tokens=40, batch_size=4))[0]
+    assert o.action == "refused" and o.info["violated"] == ["privacy/sensitive"]
+    assert o.text == "No, that breaks privacy/sensitive."
+    p = parse_scot(o.raw)
+    assert p.rejected is True and not any(p.verdicts.values())
+    high = GUARDS.create("scot-verdict", decide="conclusion", threshold=1e9)
+    o = high.generate(tiny_model, prompts, CFG)[0]
+    assert o.action is None and parse_scot(o.raw).rejected is False

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..data._formats import DEFAULT_SCOT_FORMAT, SCoTFormat
 from ..errors import SpecError
@@ -40,8 +40,12 @@ class SCoTVerdictGuard(GuardBase):
     name: ClassVar[str] = "scot-verdict"
     kind: ClassVar[GuardKind] = "decode"
 
+    decide: Literal["rules", "conclusion"] = "rules"
+    """``rules``: a rule is violated when its own score is above ``threshold``. ``conclusion``: the request
+    is rejected when the conclusion's score (reject vs safe, after rule lines all answered No) is above
+    ``threshold``, and the model names the violated rules in the conclusion it then writes."""
     threshold: float = 0.0
-    """A rule is violated when log p(Yes) - log p(No) at its verdict position is above this."""
+    """Log-odds above which a rule (or the rejection) is decided: 0 = as likely as the alternative."""
     policy: str | None = None
     """Policy YAML whose enabled rules are the verdict lines (None: the SCoT taxonomy the data builder uses)."""
     restate_tokens: int = 32
@@ -73,41 +77,61 @@ class SCoTVerdictGuard(GuardBase):
         restated = [restatement(c.text) for c in first]
         scores = verdict_scores(model, convs, [head + r for r in restated], self.rules(), self.fmt,
                                 batch_size=config.batch_size)
-        reasonings = []
-        decided: list[list[str]] = []
+        rule_ids = [rid for rid, _ in self.rules()]
+        prefixes, rejecting, decided = [], [], []
         for r, sc in zip(restated, scores):
-            violated = [rid for (rid, _), s in zip(self.rules(), sc) if s > self.threshold]
+            if self.decide == "rules":
+                violated = [rid for rid, s in zip(rule_ids, sc.rules) if s > self.threshold]
+                reject = bool(violated)
+                prefixes.append(head + self.reasoning(r, violated) + "\n" + self.fmt.response_header + "\n")
+            else:
+                violated, reject = [], sc.conclusion > self.threshold
+                if reject:  # the model continues the rejecting conclusion, naming the rules itself
+                    prefixes.append(head + self.reasoning(r, None))
+                else:
+                    prefixes.append(head + self.reasoning(r, []) + "\n" + self.fmt.response_header + "\n")
             decided.append(violated)
-            reasonings.append(self.reasoning(r, violated))
-        prefixes = [head + r + "\n" + self.fmt.response_header + "\n" for r in reasonings]
+            rejecting.append(reject)
         comps = run_stage(model, convs, config, prefixes=prefixes, progress=progress)
         outs = []
-        for c, prefix, reasoning, violated, sc in zip(comps, prefixes, reasonings, decided, scores):
-            answer = c.text.strip()
+        for c, prefix, violated, reject, sc in zip(comps, prefixes, decided, rejecting, scores):
+            raw = prefix + (c.raw_text if c.raw_text is not None else c.text)
+            full = prefix + c.text
+            cut = full.find(self.fmt.response_header)
+            reasoning = full[:cut] if cut >= 0 else full
+            answer = full[cut + len(self.fmt.response_header):].strip() if cut >= 0 else ""
+            if reject and not violated:  # the rules the model named in the conclusion it wrote
+                violated = [rid for rid in rule_ids if rid in c.text.split("\n")[0]]
             info: dict[str, Any] = {
-                "verdict_scores": {rid: round(s, 4) for (rid, _), s in zip(self.rules(), sc)},
+                "verdict_scores": {rid: round(s, 4) for rid, s in zip(rule_ids, sc.rules)},
+                "conclusion_score": round(sc.conclusion, 4), "decide": self.decide,
                 "threshold": self.threshold, "violated": violated,
                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
             }
             action = None
-            if violated:
+            if reject:
                 action = "refused"
-                if not any(v in answer for v in violated):  # a refusal names the rules it applies
-                    answer = self.fmt.refusal.format(categories=", ".join(violated))
-            raw = prefix + (c.raw_text if c.raw_text is not None else c.text)
-            outs.append(GuardedOutput(text=answer, raw=raw, reasoning=(head + reasoning).strip(), action=action,
+                named = violated or ["the safety policy"]
+                if not answer or not any(v in answer for v in named):  # a refusal names the rules it applies
+                    answer = self.fmt.refusal.format(categories=", ".join(named))
+            outs.append(GuardedOutput(text=answer, raw=raw, reasoning=reasoning.strip(), action=action,
                                       finish_reason=c.finish_reason, info=info))
         return outs
 
-    def reasoning(self, restated: str, violated: list[str]) -> str:
-        """The analysis text for a decision: restatement, one line per rule, the conclusion."""
+    def reasoning(self, restated: str, violated: list[str] | None) -> str:
+        """The analysis text for a decision: restatement, one line per rule, the conclusion. With
+        ``violated=None`` (a rejection whose rules the model names) it ends at the conclusion's
+        rejecting word, for the model to continue."""
         lines = [restated] if restated else []
         for rid, rule in self.rules():
-            if rid in violated:
+            if violated and rid in violated:
                 lines.append(self.fmt.yes_line.format(category=rid, reason=rule))
             else:
                 lines.append(self.fmt.no_line.format(category=rid))
-        if violated:
+        if violated is None:
+            opening, word, _ = _conclusion_split(self.fmt)
+            lines.append(opening + word)
+        elif violated:
             lines.append(self.fmt.reject_conclusion.format(categories=", ".join(violated)))
         else:
             lines.append(self.fmt.safe_conclusion)
@@ -134,19 +158,50 @@ def _verdict_split(fmt: SCoTFormat) -> tuple[str, str, str]:
     return no_tail[:k], no_tail[k:].split(".")[0], yes_tail[k:].split(".")[0]
 
 
+def _conclusion_split(fmt: SCoTFormat) -> tuple[str, str, str]:
+    """(shared opening of the two conclusions, first word of the rejection, first word of the safe one)."""
+    rej, safe = fmt.reject_conclusion.split("{")[0], fmt.safe_conclusion
+    k = 0
+    while k < min(len(rej), len(safe)) and rej[k] == safe[k]:
+        k += 1
+    while k and rej[k - 1] != " ":
+        k -= 1
+    if not k or not rej[k:].split() or not safe[k:].split():
+        raise SpecError("scot-verdict: the two conclusions must share an opening and then differ in a word")
+    return rej[:k], rej[k:].split()[0], safe[k:].split()[0]
+
+
+def _first_ids(tok: Any, a: str, b: str, what: str) -> tuple[int, int]:
+    ia, ib = tok.encode(a, add_special_tokens=False), tok.encode(b, add_special_tokens=False)
+    if not ia or not ib or ia[0] == ib[0]:
+        raise SpecError(f"scot-verdict: {a.strip()!r} and {b.strip()!r} ({what}) must start with different tokens")
+    return ia[0], ib[0]
+
+
+@dataclass
+class VerdictScores:
+    """Log-odds read from a SCoT model with every rule line teacher-forced to ``No``."""
+
+    rules: list[float]
+    """Per rule, in policy order: ``log p(Yes) - log p(No)`` at its verdict position."""
+    conclusion: float
+    """``log p(reject word) - log p(safe word)`` where the conclusion's two forms part ("violates" vs "is")."""
+
+
 def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], heads: Sequence[str],
                    rules: Sequence[tuple[str, str]], fmt: SCoTFormat = DEFAULT_SCOT_FORMAT,
-                   *, batch_size: int = 16) -> list[list[float]]:
-    """Per conversation, per rule: ``log p(Yes) - log p(No)`` at the rule's verdict position, with the
-    assistant turn teacher-forced to ``head`` followed by every rule line answered ``No``."""
+                   *, batch_size: int = 16) -> list[VerdictScores]:
+    """Per conversation: the log-odds of ``Yes`` at every rule's verdict position and of a rejection at
+    the conclusion, with the assistant turn teacher-forced to ``head`` followed by every rule line
+    answered ``No``."""
     import torch
 
     net, tok = _hf_parts(model, "scot-verdict")
     sep, no_word, yes_word = _verdict_split(fmt)
-    yes_id = tok.encode(" " + yes_word if sep.endswith(" ") else yes_word, add_special_tokens=False)
-    no_id = tok.encode(" " + no_word if sep.endswith(" ") else no_word, add_special_tokens=False)
-    if not yes_id or not no_id or yes_id[0] == no_id[0]:
-        raise SpecError(f"scot-verdict: {yes_word!r} and {no_word!r} must start with different tokens")
+    space = " " if sep.endswith(" ") else ""
+    yes_id, no_id = _first_ids(tok, space + yes_word, space + no_word, "rule verdicts")
+    opening, rej_word, safe_word = _conclusion_split(fmt)
+    rej_id, safe_id = _first_ids(tok, " " + rej_word, " " + safe_word, "conclusions")
     sep = sep.rstrip(" ")  # the space belongs to the verdict token
     texts, marks = [], []
     for conv, head in zip(conversations, heads):
@@ -156,6 +211,8 @@ def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], head
             text += fmt.no_line.partition("{category}")[0] + rid + sep
             m.append(len(text))
             text += fmt.no_line.format(category=rid)[len(fmt.no_line.partition("{category}")[0] + rid + sep):] + "\n"
+        text += opening.rstrip(" ")
+        m.append(len(text))
         texts.append(text)
         marks.append(m)
     device = next(net.parameters()).device
@@ -173,12 +230,13 @@ def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], head
             for b, m in enumerate(marks[start:start + batch_size]):
                 ends = [e for s, e in offsets[b]]
                 row = []
-                for mk in m:
+                for k, mk in enumerate(m):
                     # the last token that ends at or before the mark predicts the verdict word
                     pos = max(i for i, e in enumerate(ends) if 0 < e <= mk)
                     lp = torch.log_softmax(logits[b, pos].float(), -1)
-                    row.append(float(lp[yes_id[0]] - lp[no_id[0]]))
-                out.append(row)
+                    a, z = (rej_id, safe_id) if k == len(m) - 1 else (yes_id, no_id)
+                    row.append(float(lp[a] - lp[z]))
+                out.append(VerdictScores(rules=row[:-1], conclusion=row[-1]))
     finally:
         tok.padding_side = side
     return out
