@@ -50,3 +50,8 @@ class EndpointError(BackendError):
         super().__init__(message)
         self.url = url
         """The endpoint (the API root, e.g. ``http://127.0.0.1:8000/v1``)."""
+
+
+ENDPOINT_HTTP_STATUS = (401, 403, 404)
+"""HTTP client errors about the endpoint (key, permissions, URL or model name), not about the request:
+the HTTP clients raise :class:`EndpointError` for them."""

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ..errors import BackendError, EndpointError, SpecError
+from ..errors import BackendError, ENDPOINT_HTTP_STATUS, EndpointError, SpecError
 from ._chat import validate_messages
 from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
 
@@ -349,13 +349,11 @@ def _check_status(resp: Any, url: str) -> None:
         404: " (check the model name and that the base URL ends in /v1)",
     }.get(code, "")
     text = f"POST {url}: HTTP {code} {resp.reason_phrase}: {message}{hint}"
-    if code in _ENDPOINT_STATUS:
+    if code in ENDPOINT_HTTP_STATUS:
         raise EndpointError(text, url=_root(url))
     raise BackendError(text)
 
 
-_ENDPOINT_STATUS = (401, 403, 404)
-"""Client errors about the endpoint (key, permissions, URL or model name), not about the request."""
 
 
 def _root(url: str) -> str:

@@ -22,12 +22,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BackendError, EndpointError
+from ..errors import BackendError, ENDPOINT_HTTP_STATUS, EndpointError
 
 M = TypeVar("M", bound=BaseModel)
 
-_ENDPOINT_STATUS = (401, 403, 404)
-"""Client errors about the endpoint (key, permissions, URL or model name), not about the request."""
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
@@ -92,7 +90,7 @@ class ChatClient:
                     self.json_mode = False  # the server does not know JSON mode; ask in the prompt only
                     body.pop("response_format", None)
                     continue
-                if r.status_code in _ENDPOINT_STATUS:
+                if r.status_code in ENDPOINT_HTTP_STATUS:
                     raise EndpointError(f"{url}: HTTP {r.status_code}: {r.text[:300]}", url=self.base_url)
                 if r.status_code not in (408, 409, 429) and r.status_code < 500:
                     raise BackendError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")

@@ -141,9 +141,9 @@ class LLMEvolver:
                 {"role": "user", "content": f"Examples:\n{shots}\n\nOriginal: {prompt}"}]
 
         def check(obj: _Rewrite) -> None:
-            if not _norm(obj.rewrite):
+            if not norm_prompt(obj.rewrite):
                 raise ValueError("the rewrite has no words")
-            if _norm(obj.rewrite) == _norm(prompt):
+            if norm_prompt(obj.rewrite) == norm_prompt(prompt):
                 raise ValueError("the rewrite must differ from the original")
             if twin and _REFUSAL_START.match(obj.rewrite):
                 raise ValueError("write the benign request itself, not a refusal")
@@ -172,5 +172,7 @@ class LLMEvolver:
             return None, str(e)
 
 
-def _norm(text: str) -> str:
+def norm_prompt(text: str) -> str:
+    """Lower case, runs of non-word characters as one space: equal for prompts that differ only in
+    case and punctuation (deduplication, "the rewrite must differ")."""
     return re.sub(r"\W+", " ", text.lower()).strip()

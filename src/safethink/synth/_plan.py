@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..data._loaders import load_prompts
 from ..data._policy import Policy
 from ..data._schema import PromptRecord
-from ._evolve import STYLES, TWIN_STYLE
+from ._evolve import STYLES, TWIN_STYLE, norm_prompt
 
 
 class BuildConfig(BaseModel):
@@ -78,10 +77,6 @@ class PlanItem:
     """Policy ids from dataset metadata (may be empty)."""
     twin_of: str | None = None
     """For a teacher-written benign twin: the id of the harmful prompt's refusal item."""
-
-
-def norm_prompt(text: str) -> str:
-    return re.sub(r"\W+", " ", text.lower()).strip()
 
 
 def _dedup(records: list[PromptRecord], seen: set[str]) -> list[PromptRecord]:
