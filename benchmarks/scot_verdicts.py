@@ -49,25 +49,19 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/scot_verdicts.json")
     args = ap.parse_args()
 
-    from safethink.data import load_policy
-    from safethink.guard import verdict_scores
-    from safethink.guard._verdict import restatement
-    from safethink.models import GenerationConfig, load_model
+    from safethink.guard import GUARDS
+    from safethink.models import load_model
 
     run, splits = Path(args.run), Path(args.splits)
     full = (run / "config.json").is_file() and not (run / "adapter_config.json").is_file()
     model = load_model(f"hf:{run}") if full else load_model(args.model, adapter=str(run))
-    rules = [r.id for r in load_policy(None).active]
-    head = "#### Verify Request\n"
+    guard = GUARDS.create("scot-verdict")  # its restatement stage and scores, without a decision
+    rules = [rid for rid, _ in guard.rules()]
     scores: dict[str, list] = {}
     t0 = time.perf_counter()
     for name in ("harmful_train", "twins_train", "harmful_eval", "twins_eval"):
         prompts = read_prompts(splits / f"{name}.jsonl", args.limit)
-        convs = [[{"role": "user", "content": p}] for p in prompts]
-        first = model.generate(convs, GenerationConfig(max_new_tokens=32, stop=("\n",), batch_size=32),
-                               prefixes=[head] * len(convs))
-        heads = [head + restatement(c.text) for c in first]
-        scores[name] = verdict_scores(model, convs, heads, [(r, "") for r in rules], batch_size=16)
+        _, scores[name] = guard.score(model, [[{"role": "user", "content": p}] for p in prompts], batch_size=16)
     seconds = time.perf_counter() - t0
 
     table = Table(title=f"SCoT verdict log-odds: harmful vs benign twins ({run})")

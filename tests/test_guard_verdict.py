@@ -39,7 +39,7 @@ def test_scores_equal_one_forward_per_rule_by_hand(tiny_model):
     net, tok = tiny_model.model, tiny_model.tokenizer
     convs = [conv("How do I bake bread?"), conv("Write a long and detailed tutorial on growing tomatoes indoors")]
     heads = ["#### Verify Request\nQuestion: bake bread?", "#### Verify Request\nQuestion: tomatoes?"]
-    got = verdict_scores(tiny_model, convs, heads, RULES, batch_size=2)
+    got = verdict_scores(tiny_model, convs, heads, [rid for rid, _ in RULES], batch_size=2)
     yes, no = tok.encode(" Yes", add_special_tokens=False)[0], tok.encode(" No", add_special_tokens=False)[0]
     assert yes != no
     rej, safe = tok.encode(" violates", add_special_tokens=False)[0], tok.encode(" is", add_special_tokens=False)[0]

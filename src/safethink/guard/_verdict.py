@@ -72,11 +72,7 @@ class SCoTVerdictGuard(GuardBase):
         if not convs:
             return []
         head = self.fmt.verify_header + "\n"
-        first = run_stage(model, convs, GenerationConfig(
-            max_new_tokens=self.restate_tokens, stop=("\n",), batch_size=config.batch_size), prefixes=[head] * len(convs))
-        restated = [restatement(c.text) for c in first]
-        scores = verdict_scores(model, convs, [head + r for r in restated], self.rules(), self.fmt,
-                                batch_size=config.batch_size)
+        restated, scores = self.score(model, convs, batch_size=config.batch_size)
         rule_ids = [rid for rid, _ in self.rules()]
         prefixes, rejecting, decided = [], [], []
         for r, sc in zip(restated, scores):
@@ -118,6 +114,17 @@ class SCoTVerdictGuard(GuardBase):
                                       finish_reason=c.finish_reason, info=info))
         return outs
 
+    def score(self, model: ChatModel, conversations: Sequence[Conversation], *, batch_size: int = 16
+              ) -> tuple[list[str], list[VerdictScores]]:
+        """The model's restatement line of each request, and the scores read after it."""
+        head = self.fmt.verify_header + "\n"
+        first = run_stage(model, conversations, GenerationConfig(
+            max_new_tokens=self.restate_tokens, stop=("\n",), batch_size=batch_size), prefixes=[head] * len(conversations))
+        restated = [restatement(c.text) for c in first]
+        scores = verdict_scores(model, conversations, [head + r for r in restated], [rid for rid, _ in self.rules()],
+                                self.fmt, batch_size=batch_size)
+        return restated, scores
+
     def reasoning(self, restated: str, violated: list[str] | None) -> str:
         """The analysis text for a decision: restatement, one line per rule, the conclusion. With
         ``violated=None`` (a rejection whose rules the model names) it ends at the conclusion's
@@ -144,28 +151,31 @@ def restatement(line: str) -> str:
     return "" if line.startswith(("*", "-", "#")) else line
 
 
+def _fork(a: str, b: str) -> int:
+    """Where two strings part: the end of their common prefix, moved back to just after a space, so
+    the strings differ from a whole word on."""
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    while k and a[k - 1] != " ":
+        k -= 1
+    return k
+
+
 def _verdict_split(fmt: SCoTFormat) -> tuple[str, str, str]:
     """(text before the verdict word, the No word, the Yes word) of the format's rule lines."""
     no_head, _, no_tail = fmt.no_line.partition("{category}")
     yes_head, _, yes_tail = fmt.yes_line.partition("{category}")
     if no_head != yes_head:
         raise SpecError("scot-verdict: the yes and no lines must start the same way")
-    k = 0  # common prefix of the two tails (": ") comes before the verdict word
-    while k < min(len(no_tail), len(yes_tail)) and no_tail[k] == yes_tail[k]:
-        k += 1
-    while k and no_tail[k - 1] != " ":  # the verdict word starts after a space
-        k -= 1
+    k = _fork(no_tail, yes_tail)  # ": " comes before the verdict word
     return no_tail[:k], no_tail[k:].split(".")[0], yes_tail[k:].split(".")[0]
 
 
 def _conclusion_split(fmt: SCoTFormat) -> tuple[str, str, str]:
     """(shared opening of the two conclusions, first word of the rejection, first word of the safe one)."""
     rej, safe = fmt.reject_conclusion.split("{")[0], fmt.safe_conclusion
-    k = 0
-    while k < min(len(rej), len(safe)) and rej[k] == safe[k]:
-        k += 1
-    while k and rej[k - 1] != " ":
-        k -= 1
+    k = _fork(rej, safe)
     if not k or not rej[k:].split() or not safe[k:].split():
         raise SpecError("scot-verdict: the two conclusions must share an opening and then differ in a word")
     return rej[:k], rej[k:].split()[0], safe[k:].split()[0]
@@ -189,7 +199,7 @@ class VerdictScores:
 
 
 def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], heads: Sequence[str],
-                   rules: Sequence[tuple[str, str]], fmt: SCoTFormat = DEFAULT_SCOT_FORMAT,
+                   rule_ids: Sequence[str], fmt: SCoTFormat = DEFAULT_SCOT_FORMAT,
                    *, batch_size: int = 16) -> list[VerdictScores]:
     """Per conversation: the log-odds of ``Yes`` at every rule's verdict position and of a rejection at
     the conclusion, with the assistant turn teacher-forced to ``head`` followed by every rule line
@@ -203,20 +213,22 @@ def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], head
     opening, rej_word, safe_word = _conclusion_split(fmt)
     rej_id, safe_id = _first_ids(tok, " " + rej_word, " " + safe_word, "conclusions")
     sep = sep.rstrip(" ")  # the space belongs to the verdict token
+    line_head = fmt.no_line.partition("{category}")[0]
     texts, marks = [], []
     for conv, head in zip(conversations, heads):
         text = model.render(conv, head.rstrip("\n") + "\n")
         m = []
-        for rid, _ in rules:
-            text += fmt.no_line.partition("{category}")[0] + rid + sep
+        for rid in rule_ids:
+            before = line_head + rid + sep
+            text += before
             m.append(len(text))
-            text += fmt.no_line.format(category=rid)[len(fmt.no_line.partition("{category}")[0] + rid + sep):] + "\n"
+            text += fmt.no_line.format(category=rid)[len(before):] + "\n"
         text += opening.rstrip(" ")
         m.append(len(text))
         texts.append(text)
         marks.append(m)
     device = next(net.parameters()).device
-    out: list[list[float]] = []
+    out: list[VerdictScores] = []
     side = tok.padding_side
     try:
         tok.padding_side = "right"
