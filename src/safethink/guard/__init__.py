@@ -2,7 +2,7 @@
 
 Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``; names:
 ``none``, ``scot``, ``scot-verdict`` (SCoT verdicts read from their log-odds), ``r2d``,
-``r2d-pivot`` (decode-time pivot guard) and the published baselines
+``r2d-pivot`` (decode-time pivot guard), ``probe`` (a linear probe on the model's hidden state) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
 ``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
 """
@@ -12,6 +12,7 @@ from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal
 from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexities, perturb
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
+from ._probe import ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
 from ._verdict import SCoTVerdictGuard, verdict_scores
 from ._prompting import GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTPrompt, SelfReminder
 
@@ -36,17 +37,22 @@ __all__ = [
     "PerplexityFilter",
     "PivotGuard",
     "PivotWatcher",
+    "ProbeGuard",
     "R2DGuard",
     "R2DPrompt",
+    "RequestProbe",
     "SCoTGuard",
     "SCoTPrompt",
     "SCoTVerdictGuard",
     "SelfReminder",
     "SmoothLLM",
     "create_guard",
+    "fit_probe",
+    "fit_probe_on_states",
     "log_perplexities",
     "looks_like_refusal",
     "perturb",
+    "prompt_states",
     "verdict_scores",
     "pivot_token_ids",
 ]

@@ -1,0 +1,82 @@
+"""``safethink probe fit`` and ``safethink probe score``: the probe guard's classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ._common import console, quiet_hf
+
+probe_app = typer.Typer(help="The probe guard: fit a linear probe on a model's hidden states, or score requests.",
+                        no_args_is_help=True)
+
+
+@probe_app.command("fit")
+def fit(
+    harmful: Annotated[list[str], typer.Option(help="Harmful prompt source: dataset name, path or builtin:harmful (repeatable).")],
+    benign: Annotated[list[str], typer.Option(help="Benign prompt source, e.g. builtin:twins (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Probe file to write (JSON).")],
+    model: Annotated[str, typer.Option(help="The model the guard will protect: smollm2-135m or hf:<id|path>.")] = "smollm2-135m",
+    adapter: Annotated[Optional[str], typer.Option(help="A trained adapter run on top of --model.")] = None,
+    attacks: Annotated[str, typer.Option(help="Comma list of prompt-only attacks every request is fitted under.")] = "none",
+    layer: Annotated[Optional[list[int]], typer.Option(help="Candidate layer (repeatable); default: every layer.")] = None,
+    pool: Annotated[str, typer.Option(help="last (the state at the last prompt token) or mean (over the prompt).")] = "last",
+    max_fpr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of benign requests the threshold may refuse (cross-validated).")] = 0.05,
+    c: Annotated[float, typer.Option(min=1e-6, help="Inverse L2 strength of the logistic regression.")] = 0.1,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    data_dir: Annotated[Optional[str], typer.Option(help="Directory with local copies of public datasets.")] = None,
+) -> None:
+    """Fit a probe that tells harmful from benign requests by the model's hidden state; writes --out."""
+    from ..errors import SpecError
+    from ..models import load_model
+    from ..train import fit_probe_from_sources
+
+    if pool not in ("last", "mean"):
+        raise SpecError(f"--pool {pool!r}: expected last or mean")
+    quiet_hf()
+    m = load_model(model, adapter=adapter)
+    with console.status("computing hidden states and cross-validating layers"):
+        probe = fit_probe_from_sources(m, harmful, benign, attacks=[a for a in attacks.split(",") if a], seed=seed,
+                                       limit=limit, data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr)
+    probe.save(out)
+    mt = probe.metrics
+    table = Table(title=f"probe -> {out}")
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("examples", f"{mt['n_harmful']} harmful, {mt['n_benign']} benign ({mt['n_groups']} groups)")
+    table.add_row("layer", f"{probe.layer} ({probe.pool})")
+    table.add_row("out-of-fold AUC", f"{mt['auc']:.3f}")
+    table.add_row("threshold", f"{probe.threshold:.4f}")
+    table.add_row("out-of-fold flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")
+    console.print(table)
+    console.print(f"use it: --guard probe --guard-arg path={out}")
+
+
+@probe_app.command("score")
+def score(
+    probe: Annotated[Path, typer.Argument(help="A probe file from `safethink probe fit`.")],
+    prompt: Annotated[list[str], typer.Argument(help="Requests to score.")],
+    model: Annotated[str, typer.Option()] = "smollm2-135m",
+    adapter: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Print p(harmful) of each request and whether the probe guard would refuse it."""
+    from ..guard import RequestProbe
+    from ..models import load_model
+
+    p = RequestProbe.load(probe)
+    quiet_hf()
+    m = load_model(model, adapter=adapter)
+    table = Table(title=f"{probe} (threshold {p.threshold:.4f})")
+    for col in ("p(harmful)", "refused", "request"):
+        table.add_column(col, overflow="fold")
+    for text, s in zip(prompt, p.score(m, [[{"role": "user", "content": t}] for t in prompt])):
+        table.add_row(f"{s:.4f}", "yes" if s >= p.threshold else "no", text)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(probe_app, name="probe")

@@ -1,0 +1,325 @@
+"""Representation probe guard: a linear classifier reads the guarded model's own hidden state at the
+end of the prompt and decides, before a single token is generated, whether to refuse.
+
+A small model's generated safety reasoning often decides on topic (it refuses a request and its benign
+twin alike); its hidden state at the last prompt token carries more of the request's intent. The probe
+is a logistic regression on that state at one layer, fitted on labelled requests, ideally each under
+the same attack templates it will meet, with benign requests under the templates too, so that a
+template alone is not a reason to refuse. Layer and threshold are chosen by grouped cross-validation:
+a request's attacked forms (and its twin, when a group is given) never straddle train and test folds.
+
+    probe = fit_probe(model, harmful_convs, benign_convs, groups=...)
+    probe.save("probe.json")
+    guard = GUARDS.create("probe", path="probe.json", then="r2d-pivot")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from ..errors import SafethinkError, SpecError
+from ..io import atomic_write_text
+from ..models import ChatModel, Conversation, GenerationConfig, ProgressFn
+from ._base import GUARDS, GuardedOutput
+from ._core import GuardBase, GuardKind, refusal, text
+from ._filters import _hf_parts
+
+Pool = Literal["last", "mean"]
+PROBE_FORMAT = "safethink-probe/1"
+
+
+def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, layers: Sequence[int] | None = None,
+                  pool: Pool = "last", batch_size: int = 16, base: bool = False,
+                  progress: ProgressFn | None = None) -> Any:
+    """Hidden states of each conversation rendered with the generation prompt, shape
+    ``(n, len(layers), hidden)`` as float32 numpy: the state at the last prompt token (``last``) or the
+    mean over the prompt (``mean``). Layer 0 is the embeddings; ``None`` means every layer. ``base``
+    reads the base model's states with the model's adapter switched off."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    net, tok = _hf_parts(model, "probe")
+    texts = [model.render(c) for c in conversations]
+    lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # batches of similar length pad little
+    device = next(net.parameters()).device
+    out: list[Any] = [None] * len(texts)
+    side = tok.padding_side
+    off = contextlib.nullcontext
+    if base and getattr(model, "adapter", None):
+        if not hasattr(net, "disable_adapter"):
+            raise SpecError(f"cannot switch off the adapter of {model.spec} to read the base model's states")
+        off = net.disable_adapter
+    try:
+        tok.padding_side = "right"
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.inference_mode(), off():
+                hs = net(**enc, output_hidden_states=True).hidden_states
+            pick = range(len(hs)) if layers is None else layers
+            for k in pick:
+                if not 0 <= k < len(hs):
+                    raise SpecError(f"probe layer {k} is out of range; the model has layers 0..{len(hs) - 1}")
+            h = torch.stack([hs[k] for k in pick], dim=1).float()  # (b, L, t, d)
+            mask = enc.attention_mask.bool()
+            for b, i in enumerate(idx):
+                n = int(mask[b].sum())
+                vec = h[b, :, n - 1] if pool == "last" else h[b, :, :n].mean(dim=1)
+                out[i] = vec.cpu().numpy()
+            if progress:
+                progress(len(idx))
+    finally:
+        tok.padding_side = side
+    if not out:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    return np.stack(out).astype(np.float32)
+
+
+@dataclass
+class RequestProbe:
+    """A fitted probe: standardise the state at ``layer``, then ``sigmoid(w . x + b)`` is p(harmful)."""
+
+    layer: int
+    pool: Pool
+    mean: list[float]
+    scale: list[float]
+    weight: list[float]
+    bias: float
+    threshold: float
+    """p(harmful) at or above which a request is refused."""
+    model: str
+    """The model spec the probe was fitted on (its hidden states are what the weights read)."""
+    adapter: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Cross-validation results: per-layer AUC, the chosen layer's rates at the threshold, counts."""
+
+    def probabilities(self, states: Any) -> Any:
+        """p(harmful) for states of shape ``(n, hidden)`` taken at :attr:`layer`."""
+        import numpy as np
+
+        x = (np.asarray(states, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        z = x @ np.asarray(self.weight) + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def score(self, model: ChatModel, conversations: Sequence[Conversation], *, batch_size: int = 16,
+              base: bool = False) -> list[float]:
+        """p(harmful) of each conversation under ``model`` (which should be the model it was fitted on;
+        ``base``: its base model, with the adapter switched off)."""
+        if not conversations:
+            return []
+        states = prompt_states(model, conversations, layers=[self.layer], pool=self.pool, batch_size=batch_size,
+                               base=base)
+        if states.shape[-1] != len(self.weight):
+            raise SpecError(f"probe reads hidden states of size {len(self.weight)}; {model.spec} has {states.shape[-1]}")
+        return [float(p) for p in self.probabilities(states[:, 0])]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        atomic_write_text(path, json.dumps({"format": PROBE_FORMAT, **asdict(self)}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RequestProbe:
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"probe file {path} does not exist (fit one with: safethink probe fit ...)")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{path}: not a probe file (line {e.lineno}: {e.msg})") from None
+        if not isinstance(raw, dict) or raw.get("format") != PROBE_FORMAT:
+            raise SpecError(f"{path}: not a probe file (expected \"format\": \"{PROBE_FORMAT}\")")
+        raw.pop("format")
+        try:
+            probe = cls(**raw)
+        except TypeError as e:
+            raise SpecError(f"{path}: malformed probe file ({e})") from None
+        if not (len(probe.weight) == len(probe.mean) == len(probe.scale)) or not probe.weight:
+            raise SpecError(f"{path}: weight, mean and scale must be non-empty and of one length")
+        return probe
+
+
+def _threshold_at_fpr(benign_scores: Sequence[float], max_fpr: float) -> float:
+    """The smallest threshold at which at most ``max_fpr`` of the benign scores are ``>=`` it."""
+    s = sorted(benign_scores, reverse=True)
+    allowed = math.floor(max_fpr * len(s) + 1e-9)  # this many benign requests may be refused
+    if allowed >= len(s):
+        return 0.0
+    # strictly above the (allowed+1)-th highest benign score
+    return float(math.nextafter(s[allowed], math.inf))
+
+
+def fit_probe(model: ChatModel, harmful: Sequence[Conversation], benign: Sequence[Conversation], *,
+              groups: Sequence[str] | None = None, layers: Sequence[int] | None = None, pool: Pool = "last",
+              batch_size: int = 16, progress: ProgressFn | None = None, **options: Any) -> RequestProbe:
+    """Fit a probe on ``harmful`` (label 1) and ``benign`` (label 0) conversations under ``model``.
+
+    ``groups`` (one per conversation, harmful then benign) keeps related conversations in one fold: give
+    every attacked form of a request, and its benign twin, the same group. ``layers=None`` tries every
+    layer but the embeddings. ``options`` go to :func:`fit_probe_on_states` (``c``, ``folds``, ``max_fpr``,
+    ``seed``).
+    """
+    if not harmful or not benign:
+        raise SpecError("fitting a probe needs both harmful and benign requests")
+    states = prompt_states(model, [*harmful, *benign], layers=layers, pool=pool, batch_size=batch_size,
+                           progress=progress)
+    layer_ids = list(range(states.shape[1])) if layers is None else list(layers)
+    return fit_probe_on_states(states, [1] * len(harmful) + [0] * len(benign), groups, layer_ids=layer_ids,
+                               candidates=None if layers is not None else layer_ids[1:], pool=pool,
+                               model=model.spec, adapter=getattr(model, "adapter", None), **options)
+
+
+def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str] | None, *,
+                        layer_ids: Sequence[int], candidates: Sequence[int] | None = None, pool: Pool = "last",
+                        model: str, adapter: str | None = None, c: float = 0.1, folds: int = 5,
+                        max_fpr: float = 0.05, seed: int = 0) -> RequestProbe:
+    """:func:`fit_probe` on states already computed (``prompt_states`` of the labelled conversations,
+    whose axis 1 holds ``layer_ids``). The layer among ``candidates`` (default all) with the best
+    out-of-fold AUC is chosen; the threshold is the lowest at which at most ``max_fpr`` of the benign
+    conversations are refused out of fold. ``c`` is the inverse L2 strength of the logistic regression."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0 <= max_fpr < 1:
+        raise SpecError(f"max_fpr must be in [0, 1), got {max_fpr}")
+    y = np.asarray(labels)
+    g = list(groups) if groups is not None else [str(i) for i in range(len(y))]
+    if len(g) != len(y) or states.shape[0] != len(y):
+        raise SpecError(f"{states.shape[0]} states, {len(y)} labels and {len(g)} groups: expected one of each per conversation")
+    layer_ids = list(layer_ids)
+    cands = [layer_ids.index(k) for k in (candidates if candidates is not None else layer_ids)]
+    n_groups = len(set(g))
+    k = min(folds, len({x for x, t in zip(g, y) if t}), len({x for x, t in zip(g, y) if not t}))
+    if k < 2:
+        raise SpecError("fitting a probe needs at least two harmful and two benign groups for cross-validation")
+
+    def standardise(x: Any) -> tuple[Any, Any, Any]:
+        mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
+        return (x - mu) / sd, mu, sd
+
+    splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y.reshape(-1, 1), y, g))
+    auc: dict[int, float] = {}
+    oofs: dict[int, Any] = {}
+    for j in cands:
+        x = states[:, j].astype(np.float64)
+        oof = np.zeros(len(y))
+        for tr, te in splits:
+            xt, mu, sd = standardise(x[tr])
+            clf = LogisticRegression(C=c, max_iter=2000).fit(xt, y[tr])
+            oof[te] = clf.predict_proba((x[te] - mu) / sd)[:, 1]
+        auc[layer_ids[j]] = float(roc_auc_score(y, oof))
+        oofs[layer_ids[j]] = oof
+    best = max(auc, key=lambda L: (auc[L], -L))
+    oof = oofs[best]
+    threshold = _threshold_at_fpr(oof[y == 0].tolist(), max_fpr)
+    xs, mu, sd = standardise(states[:, layer_ids.index(best)].astype(np.float64))
+    clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y)
+    metrics = {
+        "auc_by_layer": auc, "auc": auc[best], "folds": k,
+        "oof_harmful_flagged": float((oof[y == 1] >= threshold).mean()),
+        "oof_benign_flagged": float((oof[y == 0] >= threshold).mean()),
+        "n_harmful": int(y.sum()), "n_benign": int((1 - y).sum()), "n_groups": n_groups, "c": c, "max_fpr": max_fpr,
+    }
+    return RequestProbe(layer=best, pool=pool, mean=mu.tolist(), scale=sd.tolist(), weight=clf.coef_[0].tolist(),
+                        bias=float(clf.intercept_[0]), threshold=threshold, model=model, adapter=adapter,
+                        metrics=metrics)
+
+
+def _same_adapter(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve() if Path(a).exists() and Path(b).exists() else a == b
+
+
+@GUARDS.register()
+@dataclass
+class ProbeGuard(GuardBase):
+    """Refuse a request when a linear probe on the model's hidden state at the end of the prompt says it
+    is harmful; otherwise hand the request to the ``then`` guard (``none``: the model answers as is).
+
+    The probe is fitted on the guarded model (``safethink probe fit``); a probe fitted on another model or
+    adapter reads states it has never seen, so that is an error unless ``check_model=False``. With
+    ``states="base"`` a probe fitted on the base model guards any adapter on it: the probe reads the
+    base model's states (adapter switched off for that one forward pass) and the adapter answers.
+    """
+
+    name: ClassVar[str] = "probe"
+    kind: ClassVar[GuardKind] = "filter"
+
+    path: str | None = None
+    """A probe file from ``safethink probe fit`` / :meth:`RequestProbe.save`."""
+    probe: RequestProbe | None = None
+    """An in-memory probe instead of ``path``."""
+    threshold: float | None = None
+    """Override the probe's own threshold on p(harmful)."""
+    then: str = "none"
+    """The guard that handles requests the probe lets through (any registered guard)."""
+    then_args: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+    """Refusal text; default from prompts.yaml."""
+    states: Literal["model", "base"] = "model"
+    """Read the guarded model's own states, or its base model's (adapter off)."""
+    check_model: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.path is None) == (self.probe is None):
+            raise SpecError("guard 'probe': give exactly one of path= (a probe file) or probe=")
+        if self.probe is None:
+            self.probe = RequestProbe.load(self.path)  # type: ignore[arg-type]
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise SpecError(f"guard 'probe': threshold is a probability in [0, 1], got {self.threshold}")
+        if self.then == self.name:
+            raise SpecError("guard 'probe': then= cannot be another probe guard")
+        try:
+            self.inner = GUARDS.create(self.then, **self.then_args)
+        except SafethinkError as e:
+            raise SpecError(f"guard 'probe': then={self.then!r}: {e}") from None
+
+    def options(self) -> dict[str, Any]:
+        opts = super().options()
+        opts.pop("probe")
+        return opts
+
+    def _check(self, model: ChatModel) -> None:
+        p = self.probe
+        assert p is not None
+        adapter = None if self.states == "base" else getattr(model, "adapter", None)
+        if self.check_model and (p.model != model.spec or not _same_adapter(p.adapter, adapter)):
+            fitted = p.model + (f" with adapter {p.adapter}" if p.adapter else "")
+            here = model.spec + (f" with adapter {adapter}" if adapter else "")
+            raise SpecError(f"guard 'probe': the probe was fitted on {fitted}, but the guarded model is {here}; "
+                            "fit a probe on this model (safethink probe fit) or pass check_model=False")
+
+    def generate(self, model: ChatModel, conversations: Sequence[Conversation], config: GenerationConfig,
+                 *, progress: ProgressFn | None = None) -> list[GuardedOutput]:
+        assert self.probe is not None
+        self._check(model)
+        threshold = self.probe.threshold if self.threshold is None else self.threshold
+        scores = self.probe.score(model, conversations, batch_size=config.batch_size, base=self.states == "base")
+        passed = [i for i, s in enumerate(scores) if s < threshold]
+        inner = self.inner.generate(model, [conversations[i] for i in passed], config, progress=progress) if passed else []
+        answered = dict(zip(passed, inner))
+        msg = self.message or text("refusal", "default")
+        outs = []
+        for i, s in enumerate(scores):
+            info = {"probe_score": s, "probe_threshold": threshold}
+            if i in answered:
+                o = answered[i]
+                o.info = {**o.info, **info}
+                outs.append(o)
+            else:
+                outs.append(refusal(msg, action="blocked", **info))
+                if progress:
+                    progress(1)
+        return outs

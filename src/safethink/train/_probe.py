@@ -1,0 +1,57 @@
+"""Fit the probe guard's classifier from prompt sources, each request under a set of attacks.
+
+Harmful and benign requests go through the same attacks, so the probe sees every template on both
+sides and has to read the request inside it. Attacks are applied with their own seed (``seed + 1``
+by default), so a template instance drawn for evaluation under ``seed`` is not the one fitted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import SpecError
+
+
+def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: int) -> tuple[list[Any], list[str]]:
+    """Every record under every attack: (conversations, group per conversation).
+
+    A record's group is its ``twin_of`` (so a harmful request, its twin and all their attacked forms
+    share one cross-validation fold) or else its id."""
+    from ..attacks import ATTACKS
+
+    convs, groups = [], []
+    for name in attacks:
+        if ATTACKS.get(name).needs_target:
+            raise SpecError(f"attack {name!r} queries a target model; the probe is fitted on prompt-only attacks")
+        attack = ATTACKS.create(name)
+        for rec, ap in zip(records, attack.prepare(records, seed=seed)):
+            convs.append(ap.messages)
+            groups.append(str(rec.meta.get("twin_of") or rec.meta.get("seed_id") or rec.id))
+    return convs, groups
+
+
+def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[str], *,
+                           attacks: Sequence[str] = ("none",), seed: int = 0, attack_seed: int | None = None,
+                           limit: int | None = None, data_dir: str | None = None, **fit_options: Any) -> Any:
+    """Load ``harmful`` / ``benign`` prompt sources (names, paths, ``builtin:...``), put every request
+    under every attack and fit a :class:`~safethink.guard.RequestProbe` on ``model``.
+
+    ``fit_options`` go to :func:`safethink.guard.fit_probe` (``layers``, ``pool``, ``c``, ``max_fpr`` ...)."""
+    from ..data import load_prompts
+    from ..guard import fit_probe
+
+    def load(sources: Sequence[str], label: str) -> list[Any]:
+        out = []
+        for s in sources:
+            out += load_prompts(s, label=label, limit=limit, seed=seed, data_dir=data_dir)  # type: ignore[arg-type]
+        return out
+
+    h, b = load(harmful, "harmful"), load(benign, "benign")
+    aseed = seed + 1 if attack_seed is None else attack_seed
+    hc, hg = attacked_examples(h, attacks, seed=aseed)
+    bc, bg = attacked_examples(b, attacks, seed=aseed)
+    probe = fit_probe(model, hc, bc, groups=[*hg, *bg], seed=seed, **fit_options)
+    probe.metrics["fitted_on"] = {"harmful": list(harmful), "benign": list(benign), "attacks": list(attacks),
+                                  "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b)}
+    return probe
