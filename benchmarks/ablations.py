@@ -7,7 +7,9 @@ same offline teacher, same ``cpu-small`` preset and epochs, same attacks and jud
 - adapter: LoRA rank 4 / 16 (default) / 64, and full fine-tuning;
 - data mix: without the benign twins (ordinary requests in their place, same count), and
   harmful:benign 1:1 instead of the default (every benign training prompt kept);
-- loss: SCoT with its decision tokens (each rule's Yes/No and the conclusion) weighted 5x.
+- loss: SCoT with its decision tokens (each rule's Yes/No and the conclusion) weighted 5x;
+- the probe guard (``--probe``, a probe fitted on the base model with ``safethink probe fit``) in front of
+  the base model, and in front of R2D (the probe reads the base model's states, R2D answers what it passes).
 
 Point ``--out`` at a quickstart directory to reuse its split, data, default runs and evaluations.
 One table: ASR per attack family, refusal rate on each benign set, benign answer rate, training time.
@@ -54,6 +56,8 @@ class Arm:
     train: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
     """Run directory name under out/runs (arms that differ only at inference share one)."""
+    guard_args: dict[str, Any] = field(default_factory=dict)
+    """Guard options; a ``probe`` guard gets ``path`` from ``--probe``."""
 
 
 ARMS = (
@@ -68,6 +72,8 @@ ARMS = (
     Arm("scot-notwins", "SCoT without twins", "scot", "scot", data="no-twins", run="scot-notwins"),
     Arm("scot-1to1", "SCoT harmful:benign 1:1", "scot", "scot", data="ratio-1", run="scot-1to1"),
     Arm("scot-dw5", "SCoT decision weight 5", "scot", "scot", train={"decision_weight": 5.0}, run="scot-dw5"),
+    Arm("base-probe", "base + probe guard", None, "probe"),
+    Arm("r2d-probe", "R2D + probe guard", "r2d", "probe", run="r2d", guard_args={"then": "r2d", "states": "base"}),
 )
 
 
@@ -111,6 +117,7 @@ def main() -> None:
     ap.add_argument("--attacks", default=None, help="Comma list (default: the quickstart's).")
     ap.add_argument("--eval-harmful", type=int, default=None, help="Held-out harmful prompts (default: the quickstart's).")
     ap.add_argument("--eval-benign", type=int, default=None, help="Held-out prompts per benign set.")
+    ap.add_argument("--probe", default=None, help="Probe file for the probe arms (default: <out>/probe.json).")
     ap.add_argument("--json", default="benchmarks/results/ablations.json")
     args = ap.parse_args()
 
@@ -143,7 +150,11 @@ def main() -> None:
         runs[arm.run] = dest
         train_seconds[arm.run] = json.loads((dest / "safethink_run.json").read_text())["seconds"]
 
-    variants = tuple(Variant(a.name, a.run, a.guard) for a in arms)
+    probe = args.probe or str(cfg.out / "probe.json")
+    if any(a.guard == "probe" for a in arms) and not Path(probe).is_file():
+        raise SystemExit(f"the probe arms need a probe file: {probe} does not exist (safethink probe fit ... --out {probe})")
+    variants = tuple(Variant(a.name, a.run, a.guard, {**a.guard_args, "path": probe} if a.guard == "probe" else a.guard_args)
+                     for a in arms)
     t0 = time.perf_counter()
     eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs, variants), progress)
     t_eval = time.perf_counter() - t0

@@ -165,3 +165,37 @@ def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
         GUARDS.create("probe", probe=probe).generate(adapted, convs, CFG)
     outs = GUARDS.create("probe", probe=probe, states="base", threshold=1.0).generate(adapted, convs, CFG)
     assert [o.text for o in outs] == [c.text for c in adapted.generate(convs, CFG)]
+
+
+def _cli(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from safethink.cli import main; sys.argv = ['safethink', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=170,
+                          env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_fit_writes_a_probe_and_score_uses_it(tiny_dir, tmp_path):
+    h, b = tmp_path / "h.jsonl", tmp_path / "b.jsonl"
+    h.write_text("".join(json.dumps({"id": f"h{i}", "prompt": t}) + "\n" for i, t in enumerate(HARM[:6])))
+    b.write_text("".join(json.dumps({"id": f"b{i}", "prompt": t}) + "\n" for i, t in enumerate(SAFE[:6])))
+    out = tmp_path / "probe.json"
+    res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign", str(b),
+               "--attacks", "none,prefix-injection", "--pool", "mean", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    probe = RequestProbe.load(out)
+    fitted = probe.metrics["fitted_on"]
+    assert fitted["attacks"] == ["none", "prefix-injection"] and fitted["harmful_requests"] == 6
+    assert probe.metrics["n_harmful"] == 12 and probe.metrics["n_benign"] == 12
+    res = _cli("probe", "score", str(out), HARM[0], SAFE[0], "--model", f"hf:{tiny_dir}")
+    assert res.returncode == 0, res.stderr
+    assert "p(harmful)" in res.stdout and HARM[0][:20] in res.stdout
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "prompt": "ok"}) + "\n{not json\n")
+    res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(bad), "--benign", str(b),
+               "--out", str(tmp_path / "never.json"))
+    assert res.returncode == 2 and "bad.jsonl:2: bad JSON" in res.stderr
+    assert not (tmp_path / "never.json").exists()

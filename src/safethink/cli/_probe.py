@@ -53,7 +53,7 @@ def fit(
     table.add_row("threshold", f"{probe.threshold:.4f}")
     table.add_row("out-of-fold flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")
     console.print(table)
-    console.print(f"use it: --guard probe --guard-arg path={out}")
+    console.print(f"use it: safethink serve --guard probe --guard-arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
 
 
 @probe_app.command("score")
