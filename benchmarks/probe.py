@@ -10,7 +10,12 @@ ones as they are. Two more rows test generalisation:
   held-out requests under it (an attack template the probe has never seen);
 - no attacks: a probe fitted on the plain requests only.
 
-    python benchmarks/probe.py --splits runs/quickstart/splits
+Given a quickstart's evaluation store (``--eval``), it also sweeps the guard's threshold over the stored
+answers of a variant (``--variants``): a request the probe flags is refused, any other keeps the answer the
+variant gave, so the table is what ``<variant> + probe guard`` scores at each threshold with greedy decoding
+(a real run of the guard at one threshold checks it: ``benchmarks/ablations.py --arms base-probe``).
+
+    python benchmarks/probe.py --splits runs/quickstart/splits --eval runs/quickstart/eval --variants base,R2D
 
 Prints the table and writes benchmarks/results/probe.json.
 """
@@ -48,6 +53,16 @@ def main() -> None:
     ap.add_argument("--fit-attacks", default=None, help="Attacks the probe is fitted under (default: --attacks).")
     ap.add_argument("--max-fpr", type=float, default=0.05)
     ap.add_argument("--c", type=float, default=0.1)
+    ap.add_argument("--all-train-pairs", action="store_true",
+                    help="Fit on every seed-set pair outside the held-out split, not only the quickstart's training prompts.")
+    ap.add_argument("--cache", default=None, help="Directory to keep hidden states in between runs (default: none).")
+    ap.add_argument("--eval", default=None, help="A quickstart eval directory whose stored answers to sweep.")
+    ap.add_argument("--variants", default="base", help="Defence names in --eval to sweep (comma list).")
+    ap.add_argument("--router", default=None,
+                    help="LOW,HIGH variant names in --eval: also sweep a router that sends requests the probe scores "
+                         "low to LOW (e.g. base), the rest to HIGH (e.g. R2D), and refuses above the threshold.")
+    ap.add_argument("--save-probe", default=None, help="Write the probe fitted under all attacks here.")
+    ap.add_argument("--probe", default=None, help="Sweep with this probe file instead of fitting one (needs --eval).")
     ap.add_argument("--json", default="benchmarks/results/probe.json")
     args = ap.parse_args()
 
@@ -59,17 +74,45 @@ def main() -> None:
     fit_attacks = (args.fit_attacks or args.attacks).split(",")
     model = load_model(args.model, adapter=args.adapter)
     t0 = time.perf_counter()
+    if args.probe:
+        if not args.eval:
+            raise SystemExit("--probe sweeps a stored evaluation: give --eval too")
+        from safethink.guard import RequestProbe
+
+        probe = RequestProbe.load(args.probe)
+        write(args, {"probe": args.probe, "threshold": probe.threshold, "metrics": probe.metrics,
+                     "sweep": threshold_sweep(args, probe, model, console), "seconds": time.perf_counter() - t0}, console)
+        return
 
     def records(name: str) -> list:
         return load_prompts(str(d / f"{name}.jsonl"))
 
+    def states_of(key: str, convs: list) -> np.ndarray:
+        """All-layer last-token states, kept under --cache by (model, set, attack, seed)."""
+        if not args.cache:
+            return prompt_states(model, convs)
+        f = Path(args.cache) / f"{(args.model + '-' + (args.adapter or '')).replace('/', '_')}-{key}.npy"
+        if f.is_file():
+            x = np.load(f)
+            if len(x) == len(convs):
+                return x
+        x = prompt_states(model, convs)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.save(f, x)
+        return x
+
     tr_h = records("harmful_train")
     tr_b = [r for n in ("twins_train", "benign_train", "borderline_train") for r in records(n)]
+    if args.all_train_pairs:
+        held = {r.id for n in ("harmful_eval", "twins_eval") for r in records(n)}
+        used = {r.id for r in [*tr_h, *tr_b]}
+        tr_h += [r for r in load_prompts("builtin:harmful") if r.meta["seed_id"] not in held | used]
+        tr_b += [r for r in load_prompts("builtin:twins") if r.meta["seed_id"] not in held | used]
     states, labels, groups, forms = [], [], [], []
     for recs, label in ((tr_h, 1), (tr_b, 0)):
         for a in fit_attacks:
             convs, grp = attacked_examples(recs, [a], seed=1)
-            states.append(prompt_states(model, convs))
+            states.append(states_of(f"train{len(recs)}-{label}-{a}", convs))
             labels += [label] * len(convs)
             groups += grp
             forms += [a] * len(convs)
@@ -91,8 +134,8 @@ def main() -> None:
                 f"({fit_seconds:.0f}s)")
 
     ev_h = records("harmful_eval")
-    held = {a: prompt_states(model, attacked_examples(ev_h, [a], seed=0)[0], layers=[layer])[:, 0] for a in attacks}
-    benign = {s: prompt_states(model, attacked_examples(records(f"{n}_eval"), ["none"], seed=0)[0], layers=[layer])[:, 0]
+    held = {a: states_of(f"eval-harmful-{a}", attacked_examples(ev_h, [a], seed=0)[0])[:, layer] for a in attacks}
+    benign = {s: states_of(f"eval-{n}", attacked_examples(records(f"{n}_eval"), ["none"], seed=0)[0])[:, layer]
               for s, n in BENIGN_SETS.items()}
 
     def rates(p) -> dict:
@@ -122,15 +165,77 @@ def main() -> None:
     for name, r in rows.items():
         table.add_row(name, *[pct(r.get(a)) for a in attacks], *[pct(r.get(s)) for s in BENIGN_SETS])
     console.print(table)
-    result = {
-        "date": date.today().isoformat(), "machine": machine(),
-        "command": "python benchmarks/probe.py " + " ".join(sys.argv[1:]),
-        "layer": layer, "threshold": probe.threshold, "metrics": probe.metrics, "fit_attacks": fit_attacks,
-        "rows": rows, "seconds": time.perf_counter() - t0,
-    }
+    if args.save_probe:
+        probe.save(args.save_probe)
+    sweep = threshold_sweep(args, probe, model, console) if args.eval else []
+    write(args, {"layer": layer, "threshold": probe.threshold, "metrics": probe.metrics, "fit_attacks": fit_attacks,
+                 "rows": rows, "sweep": sweep, "seconds": time.perf_counter() - t0}, console)
+
+
+def write(args, result: dict, console) -> None:
+    result = {"date": date.today().isoformat(), "machine": machine(),
+              "command": "python benchmarks/probe.py " + " ".join(sys.argv[1:]), **result}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     console.print(f"wrote {args.json}")
+
+
+def threshold_sweep(args, probe, model, console) -> list[dict]:
+    """ASR and refusal rates of ``<variant> + probe guard`` from the variant's stored answers."""
+    import dataclasses
+
+    from safethink.eval import compute_metrics, load_attempts
+
+    names = set(args.variants.split(",")) | set(args.router.split(",") if args.router else ())
+    attempts = [a for a in load_attempts(Path(args.eval)) if a.defence_name in names]
+    if not attempts:
+        raise SystemExit(f"no stored attempts of {args.variants} in {args.eval}")
+    keys = {json.dumps(a.messages): a.messages for a in attempts}
+    scores = dict(zip(keys, probe.score(model, list(keys.values()))))
+    thresholds = sorted({0.1, 0.3, 0.5, 0.7, 0.9, round(probe.threshold, 3)})
+    out = []
+    pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
+    table = Table(title=f"<variant> + probe guard from stored answers ({args.eval}); default threshold "
+                        f"{probe.threshold:.3f}")
+    for col in ("variant", "threshold", "ASR all", "refused: benign twins", "refused: ordinary",
+                "refused: safe-but-scary", "benign answered"):
+        table.add_column(col, justify="right")
+    for variant in args.variants.split(","):
+        mine = [a for a in attempts if a.defence_name == variant]
+        for t in [None, *thresholds]:
+            gated = [dataclasses.replace(a, guard_action="blocked")
+                     if t is not None and scores[json.dumps(a.messages)] >= t else a for a in mine]
+            m = compute_metrics(gated)
+            key = (gated[0].model_name, variant)
+            row = {"variant": variant, "threshold": t, "asr": m.asr[(*key, "(all)")].rate,
+                   "refused": {d: r.rate for (mo, de, d), r in m.over_refusal.items() if (mo, de) == key and d != "(all)"},
+                   "benign_answer": m.benign_answer[key].rate}
+            out.append(row)
+            table.add_row(variant, "no probe" if t is None else f"{t:.3f}", pct(row["asr"]),
+                          *[pct(row["refused"].get(s, float("nan"))) for s in BENIGN_SETS], pct(row["benign_answer"]))
+    if args.router:
+        low_v, high_v = args.router.split(",")
+        cell = lambda a: (a.dataset, a.record_id, a.attack_name)  # noqa: E731
+        low = {cell(a): a for a in attempts if a.defence_name == low_v}
+        high = {cell(a): a for a in attempts if a.defence_name == high_v}
+        for cut in (0.1, 0.2, 0.3, 0.5):
+            routed = []
+            for k, a in high.items():
+                sc = scores[json.dumps(a.messages)]
+                pick = a if sc >= cut else low[k]
+                pick = dataclasses.replace(pick, guard_action="blocked") if sc >= probe.threshold else pick
+                routed.append(dataclasses.replace(pick, model_name="router", defence_name="router"))
+            m = compute_metrics(routed)
+            key = ("router", "router")
+            name = f"{low_v} below {cut}, {high_v} above"
+            row = {"variant": name, "threshold": probe.threshold, "route_cut": cut, "asr": m.asr[(*key, "(all)")].rate,
+                   "refused": {d: r.rate for (mo, de, d), r in m.over_refusal.items() if (mo, de) == key and d != "(all)"},
+                   "benign_answer": m.benign_answer[key].rate}
+            out.append(row)
+            table.add_row(name, f"{probe.threshold:.3f}", pct(row["asr"]),
+                          *[pct(row["refused"].get(s, float("nan"))) for s in BENIGN_SETS], pct(row["benign_answer"]))
+    console.print(table)
+    return out
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def test_split_keeps_pairs_together_and_never_overlaps(tmp_path):
     assert len(h_tr) == len(t_tr) == 40
     # every held-out harmful prompt's twin is held out too, and nothing held out is trained on
     assert [int(h["id"].split("-")[1]) for h in h_ev] == [int(t["id"].split("-")[1]) for t in t_ev]
+    assert [t["twin_of"] for t in t_tr + t_ev] == [h["id"] for h in h_tr + h_ev]  # pairs are named
     for kind in ("harmful", "twins", "benign", "borderline"):
         train = {r["prompt"] for r in _rows(splits[f"{kind}_train"])}
         held = {r["prompt"] for r in _rows(splits[f"{kind}_eval"])}

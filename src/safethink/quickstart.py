@@ -131,7 +131,9 @@ def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
     train_pairs = [p for p in pairs if p[0].id not in eval_ids][:cfg.train_harmful]
 
     def rows(records, label):
-        return [{"id": r.meta.get("seed_id", r.id), "prompt": r.prompt, "label": label, "category": r.category}
+        # twin_of pairs a twin with its harmful request (the probe guard keeps a pair in one CV fold)
+        return [{"id": r.meta.get("seed_id", r.id), "prompt": r.prompt, "label": label, "category": r.category,
+                 **({"twin_of": r.meta["twin_of"]} if r.meta.get("twin_of") else {})}
                 for r in records if r]
 
     def split(records):
