@@ -101,3 +101,29 @@ def test_eval_specs_load_a_full_fine_tuning_run_as_the_model(tmp_path):
                        (Variant("F", "full", "scot"), Variant("L", "lora", "scot")))
     assert (specs[0].models[0].spec, specs[0].models[0].adapter) == (f"hf:{full}", None)
     assert (specs[1].models[0].spec, specs[1].models[0].adapter) == (cfg.model, str(lora))
+
+
+def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
+    from safethink.guard import GUARDS, RequestProbe
+    from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
+
+    cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
+                           attacks=("none", "prefix-injection"), probe=True)
+    splits = split_seed_set(cfg)
+    seen = []
+    path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
+    probe = RequestProbe.load(path)
+    # 4 harmful + 4 twins + 2 ordinary + 2 safe-but-scary training prompts, each under both attacks
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (8, 16)
+    assert probe.metrics["fitted_on"]["attacks"] == ["none", "prefix-injection"]
+    assert ("probe: hidden states", 24, 24) in seen
+    first = path.read_text()
+    assert fit_quickstart_probe(cfg, splits) == path and path.read_text() == first  # cached
+
+    variants = cfg.variants()
+    assert variants[:-1] == VARIANTS and variants[-1].guard == "probe"
+    specs = eval_specs(cfg, split_eval_datasets(cfg, splits), {"scot": tmp_path / "s", "r2d": tmp_path / "r"}, variants)
+    d = specs[-1].defences[0]
+    guard = GUARDS.create(d.guard, **d.args)
+    assert guard.states == "base" and guard.then == "r2d" and guard.probe.layer == probe.layer
+    assert QuickstartConfig(out=tmp_path).variants() == VARIANTS  # off by default

@@ -7,10 +7,12 @@ Stages (each cached in the output directory and resumed when run again):
 2. ``data``   - build SCoT and R2D training sets with the offline structured teacher; the retain
    answers are written by the target model itself (self-distillation, cached and shared).
 3. ``train``  - train a LoRA adapter per method on the target model.
-4. ``eval``   - evaluate base vs base + a prompt-only defence vs SCoT vs R2D vs R2D + the pivot guard
-   on the held-out prompts: harmful ones under several attacks, benign twins, ordinary requests and
-   safe-but-scary ones; every attempt judged and stored.
-5. ``report`` - the before/after table and the HTML report.
+4. ``probe``  - with ``probe=True`` only: fit the probe guard's classifier on the base model's hidden
+   states of the training prompts, each under every evaluation attack (with another template seed).
+5. ``eval``   - evaluate base vs base + a prompt-only defence vs SCoT vs R2D vs R2D + the pivot guard
+   (and R2D behind the probe guard) on the held-out prompts: harmful ones under several attacks, benign
+   twins, ordinary requests and safe-but-scary ones; every attempt judged and stored.
+6. ``report`` - the before/after table and the HTML report.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Literal
 
 from .io import atomic_write_text
 
-Stage = Literal["split", "data", "train", "eval", "report"]
+Stage = Literal["split", "data", "train", "probe", "eval", "report"]
 
 DEFAULT_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "aim",
@@ -82,15 +84,25 @@ class QuickstartConfig:
     answers come 1:1 with the twins on the retain side."""
     gen_batch_size: int = 32
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    probe: bool = False
+    """Also fit the probe guard and evaluate R2D behind it (adds the probe stage and one variant)."""
 
     @classmethod
-    def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0) -> QuickstartConfig:
+    def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0,
+                 probe: bool = False) -> QuickstartConfig:
         if fast:
             # A smoke run of every stage (a few minutes on 2 CPU cores): too few steps to change the
             # model's behaviour, and answers too short for the SCoT reasoning to reach its response.
             return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=2, eval_benign=2,
-                       train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS)
-        return cls(out=out, model=model, seed=seed)
+                       train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS, probe=probe)
+        return cls(out=out, model=model, seed=seed, probe=probe)
+
+    def variants(self) -> tuple[Variant, ...]:
+        """The table's rows: :data:`VARIANTS`, plus R2D behind the probe guard with ``probe``."""
+        if not self.probe:
+            return VARIANTS
+        return (*VARIANTS, Variant("R2D + probe guard", "r2d", "probe",
+                                   {"path": str(self.out / "probe.json"), "then": "r2d", "states": "base"}))
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -237,7 +249,33 @@ def _StepProgress(fn: Callable[[int, int], None]) -> Any:
     return StepProgress()
 
 
-# ------------------------------------------------------------------ 4. eval
+# ------------------------------------------------------------------ 4. probe
+def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
+    """The probe guard's classifier on the base model (cached in ``out/probe.json``): training prompts of
+    the split, harmful and benign, each under every evaluation attack."""
+    from .models import load_model
+    from .train import fit_probe_from_sources
+
+    dest = cfg.out / "probe.json"
+    if dest.is_file():
+        return dest
+    harmful, benign = split_sources(splits)
+    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.attacks)
+    state = {"done": 0}
+
+    def advance(k: int) -> None:
+        state["done"] += k
+        progress("probe: hidden states", state["done"], n)
+
+    progress("probe: hidden states", 0, n)
+    model = load_model(cfg.model)
+    probe = fit_probe_from_sources(model, harmful, benign, attacks=cfg.attacks, seed=cfg.seed, progress=advance)
+    probe.save(dest)
+    progress(f"probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
+    return dest
+
+
+# ------------------------------------------------------------------ 5. eval
 def split_eval_datasets(cfg: QuickstartConfig, splits: dict[str, Path]) -> list[dict[str, Any]]:
     """The held-out parts of the seed set as eval-spec dataset entries."""
     return [
@@ -291,7 +329,7 @@ def run_evaluations(specs: list[Any], progress: ProgressFn = _quiet) -> Path:
     return Path(specs[0].out)
 
 
-# ------------------------------------------------------------------ 5. report
+# ------------------------------------------------------------------ 6. report
 @dataclass
 class SummaryRow:
     variant: str
@@ -342,7 +380,10 @@ def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet
     harmful, benign = split_sources(splits)
     data = build_training_sets(cfg, harmful, benign, progress, retain_ratio=_retain_ratio(splits))
     runs = train_adapters(cfg, data, progress)
-    eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs), progress)
+    if cfg.probe:
+        fit_quickstart_probe(cfg, splits, progress)
+    variants = cfg.variants()
+    eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs, variants), progress)
     progress("report", 0, 0)
     files = render_report(eval_dir)
-    return summarise(eval_dir), files
+    return summarise(eval_dir, variants), files
