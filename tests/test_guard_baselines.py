@@ -36,11 +36,19 @@ SHIPPED_GUARDS = [n for n, cls in GUARDS.items() if cls.__module__.startswith("s
 
 
 @pytest.mark.parametrize("name", SHIPPED_GUARDS)
-def test_every_guard_honours_the_contract(tiny_model, name):
+def test_every_guard_honours_the_contract(tiny_model, name, tmp_path):
     """Declarative class attributes, recorded build args, one output per conversation, in order."""
-    guard = GUARDS.create(name, **CHEAP_ARGS.get(name, {}))
+    args = CHEAP_ARGS.get(name, {})
+    if name == "probe":  # a probe file fitted on this model (weights zero: p = 0.5 for every request)
+        from safethink.guard import RequestProbe
+
+        d = tiny_model.model.config.hidden_size
+        path = RequestProbe(layer=1, pool="last", mean=[0.0] * d, scale=[1.0] * d, weight=[0.0] * d, bias=0.0,
+                            threshold=0.9, model=tiny_model.spec).save(tmp_path / "probe.json")
+        args = {"path": str(path)}
+    guard = GUARDS.create(name, **args)
     assert guard.name == name and guard.kind in ("none", "parse", "decode", "prompt", "filter")
-    assert guard.build_spec == {"name": name, "args": CHEAP_ARGS.get(name, {})}
+    assert guard.build_spec == {"name": name, "args": args}
     outs = guard.generate(tiny_model, [conv("How do I bake bread?"), conv("Tell me a joke", system="Be brief.")], FAST)
     assert len(outs) == 2 and all(isinstance(o, GuardedOutput) and isinstance(o.text, str) for o in outs)
 
