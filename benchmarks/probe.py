@@ -142,7 +142,8 @@ def main() -> None:
         return {**{a: float((p.probabilities(v) >= p.threshold).mean()) for a, v in held.items()},
                 **{s: float((p.probabilities(v) >= p.threshold).mean()) for s, v in benign.items()}}
 
-    rows = {"fitted under all attacks": rates(probe)}
+    main_row = "fitted under all attacks" if set(fit_attacks) >= set(attacks) else f"fitted under {', '.join(fit_attacks)}"
+    rows = {main_row: rates(probe)}
     plain = fit(forms_a == "none", candidates=[layer])
     rows["fitted on plain requests only"] = rates(plain)
     loao = {}
