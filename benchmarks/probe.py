@@ -103,11 +103,21 @@ def main() -> None:
 
     tr_h = records("harmful_train")
     tr_b = [r for n in ("twins_train", "benign_train", "borderline_train") for r in records(n)]
+    held = {r.prompt for n in ("harmful_eval", "twins_eval", "benign_eval", "borderline_eval") for r in records(n)}
     if args.all_train_pairs:
-        held = {r.id for n in ("harmful_eval", "twins_eval") for r in records(n)}
-        used = {r.id for r in [*tr_h, *tr_b]}
-        tr_h += [r for r in load_prompts("builtin:harmful") if r.meta["seed_id"] not in held | used]
-        tr_b += [r for r in load_prompts("builtin:twins") if r.meta["seed_id"] not in held | used]
+        # every other pair of the seed set; a pair is out when either side is held out
+        twin_of = {t.meta["twin_of"]: t for t in load_prompts("builtin:twins")}
+        used = {r.prompt for r in [*tr_h, *tr_b]}
+        for h in load_prompts("builtin:harmful"):
+            t = twin_of.get(h.meta["seed_id"])
+            if h.prompt in held | used or (t is not None and t.prompt in held | used):
+                continue
+            tr_h.append(h)
+            if t is not None:
+                tr_b.append(t)
+    leaked = held & {r.prompt for r in [*tr_h, *tr_b]}
+    if leaked:
+        raise SystemExit(f"{len(leaked)} held-out prompts are among the training prompts, e.g. {sorted(leaked)[0]!r}")
     states, labels, groups, forms = [], [], [], []
     for recs, label in ((tr_h, 1), (tr_b, 0)):
         for a in fit_attacks:
