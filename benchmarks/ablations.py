@@ -74,6 +74,8 @@ ARMS = (
     Arm("scot-dw5", "SCoT decision weight 5", "scot", "scot", train={"decision_weight": 5.0}, run="scot-dw5"),
     Arm("base-probe", "base + probe guard", None, "probe"),
     Arm("r2d-probe", "R2D + probe guard", "r2d", "probe", run="r2d", guard_args={"then": "r2d", "states": "base"}),
+    Arm("r2d-nocpo-probe", "R2D without CPO + probe guard", "r2d", "probe", train={"cpo_weight": 0.0}, run="r2d-nocpo",
+        guard_args={"then": "r2d", "states": "base"}),
 )
 
 
