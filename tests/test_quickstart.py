@@ -108,7 +108,7 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
-                           attacks=("none", "prefix-injection"), probe=True)
+                           probe_attacks=("none", "prefix-injection"), probe=True, probe_all_pairs=False)
     splits = split_seed_set(cfg)
     seen = []
     path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
@@ -127,3 +127,17 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     guard = GUARDS.create(d.guard, **d.args)
     assert guard.states == "base" and guard.then == "r2d" and guard.probe.layer == probe.layer
     assert QuickstartConfig(out=tmp_path).variants() == VARIANTS  # off by default
+
+
+def test_spare_pairs_are_the_unused_training_pairs(tmp_path):
+    from safethink.quickstart import _spare_pairs
+
+    cfg = QuickstartConfig(out=tmp_path, train_harmful=4)
+    splits = split_seed_set(cfg)
+    h, t = (_rows(p) for p in _spare_pairs(cfg, splits))
+    taken = {r["prompt"] for p in splits.values() for r in _rows(p)}
+    held = len(_rows(splits["harmful_eval"]))
+    assert len(h) == len(t) == 212 - held - 4  # every pair that is neither held out nor trained on
+    assert not taken & {r["prompt"] for r in h + t}
+    assert [r["twin_of"] for r in t] == [r["id"] for r in h]
+    assert QuickstartConfig.for_mode(tmp_path, fast=True).probe_all_pairs is False

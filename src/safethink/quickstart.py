@@ -86,6 +86,11 @@ class QuickstartConfig:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     probe: bool = False
     """Also fit the probe guard and evaluate R2D behind it (adds the probe stage and one variant)."""
+    probe_all_pairs: bool = True
+    """Fit the probe on every seed-set pair outside the held-out split, not only the ``train_harmful`` used for
+    training (measured better: BENCHMARKS.md, "More training pairs"); ``--fast`` keeps the training split."""
+    probe_attacks: tuple[str, ...] = FAST_ATTACKS
+    """The attacks the probe is fitted under (the short ones: as good as all eight, at half the cost)."""
 
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0,
@@ -94,7 +99,8 @@ class QuickstartConfig:
             # A smoke run of every stage (a few minutes on 2 CPU cores): too few steps to change the
             # model's behaviour, and answers too short for the SCoT reasoning to reach its response.
             return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=2, eval_benign=2,
-                       train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS, probe=probe)
+                       train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS, probe=probe,
+                       probe_all_pairs=False)
         return cls(out=out, model=model, seed=seed, probe=probe)
 
     def variants(self) -> tuple[Variant, ...]:
@@ -251,8 +257,9 @@ def _StepProgress(fn: Callable[[int, int], None]) -> Any:
 
 # ------------------------------------------------------------------ 4. probe
 def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
-    """The probe guard's classifier on the base model (cached in ``out/probe.json``): training prompts of
-    the split, harmful and benign, each under every evaluation attack."""
+    """The probe guard's classifier on the base model (cached in ``out/probe.json``): the training prompts of
+    the split (with ``probe_all_pairs``, every other seed pair outside the held-out split too), harmful and
+    benign, each under ``probe_attacks``."""
     from .models import load_model
     from .train import fit_probe_from_sources
 
@@ -260,7 +267,10 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     if dest.is_file():
         return dest
     harmful, benign = split_sources(splits)
-    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.attacks)
+    if cfg.probe_all_pairs:
+        spare_h, spare_t = _spare_pairs(cfg, splits)
+        harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
+    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.probe_attacks)
     state = {"done": 0}
 
     def advance(k: int) -> None:
@@ -269,10 +279,33 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
 
     progress("probe: hidden states", 0, n)
     model = load_model(cfg.model)
-    probe = fit_probe_from_sources(model, harmful, benign, attacks=cfg.attacks, seed=cfg.seed, progress=advance)
+    probe = fit_probe_from_sources(model, harmful, benign, attacks=cfg.probe_attacks, seed=cfg.seed, progress=advance)
     probe.save(dest)
     progress(f"probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
     return dest
+
+
+def _spare_pairs(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[Path, Path]:
+    """The seed pairs the split left out of training (beyond ``train_harmful``) and did not hold out, as two
+    JSONL files; a pair with either side among the split's prompts is skipped."""
+    from .data import load_prompts
+
+    taken = {json.loads(line)["prompt"] for p in splits.values() for line in p.read_text().splitlines() if line.strip()}
+    twins = {t.meta.get("twin_of"): t for t in load_prompts("builtin:twins")}
+    h_rows, t_rows = [], []
+    for h in load_prompts("builtin:harmful"):
+        t = twins.get(h.meta.get("seed_id"))
+        if t is None or h.prompt in taken or t.prompt in taken:
+            continue
+        h_rows.append({"id": h.meta.get("seed_id", h.id), "prompt": h.prompt, "label": "harmful", "category": h.category})
+        t_rows.append({"id": t.meta.get("seed_id", t.id), "prompt": t.prompt, "label": "benign", "category": t.category,
+                       "twin_of": t.meta.get("twin_of")})
+    out = []
+    for name, rows in (("harmful_spare", h_rows), ("twins_spare", t_rows)):
+        dest = cfg.out / "splits" / f"{name}.jsonl"
+        atomic_write_text(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        out.append(dest)
+    return out[0], out[1]
 
 
 # ------------------------------------------------------------------ 5. eval
