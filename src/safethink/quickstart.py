@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .io import atomic_write_text
+from .io import atomic_write_text, write_jsonl
 
 Stage = Literal["split", "data", "train", "probe", "eval", "report"]
 
@@ -148,11 +148,7 @@ def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
     eval_ids = {h.id for h, _ in eval_pairs}
     train_pairs = [p for p in pairs if p[0].id not in eval_ids][:cfg.train_harmful]
 
-    def rows(records, label):
-        # twin_of pairs a twin with its harmful request (the probe guard keeps a pair in one CV fold)
-        return [{"id": r.meta.get("seed_id", r.id), "prompt": r.prompt, "label": label, "category": r.category,
-                 **({"twin_of": r.meta["twin_of"]} if r.meta.get("twin_of") else {})}
-                for r in records if r]
+    rows = _split_rows
 
     def split(records):
         records = list(records)
@@ -177,8 +173,16 @@ def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
         "borderline_eval": rows(border_ev, "benign"),
     }
     for name, rs in content.items():
-        atomic_write_text(paths[name], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs))
+        write_jsonl(paths[name], rs)
     return paths
+
+
+def _split_rows(records, label: str) -> list[dict[str, Any]]:
+    """Split-file rows of seed records; twin_of pairs a twin with its harmful request (the probe guard
+    keeps a pair in one CV fold)."""
+    return [{"id": r.meta.get("seed_id", r.id), "prompt": r.prompt, "label": label, "category": r.category,
+             **({"twin_of": r.meta["twin_of"]} if r.meta.get("twin_of") else {})}
+            for r in records if r]
 
 
 # ------------------------------------------------------------------ 2. data
@@ -292,20 +296,12 @@ def _spare_pairs(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[Path, 
 
     taken = {json.loads(line)["prompt"] for p in splits.values() for line in p.read_text().splitlines() if line.strip()}
     twins = {t.meta.get("twin_of"): t for t in load_prompts("builtin:twins")}
-    h_rows, t_rows = [], []
-    for h in load_prompts("builtin:harmful"):
-        t = twins.get(h.meta.get("seed_id"))
-        if t is None or h.prompt in taken or t.prompt in taken:
-            continue
-        h_rows.append({"id": h.meta.get("seed_id", h.id), "prompt": h.prompt, "label": "harmful", "category": h.category})
-        t_rows.append({"id": t.meta.get("seed_id", t.id), "prompt": t.prompt, "label": "benign", "category": t.category,
-                       "twin_of": t.meta.get("twin_of")})
-    out = []
-    for name, rows in (("harmful_spare", h_rows), ("twins_spare", t_rows)):
-        dest = cfg.out / "splits" / f"{name}.jsonl"
-        atomic_write_text(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        out.append(dest)
-    return out[0], out[1]
+    pairs = [(h, twins.get(h.meta.get("seed_id"))) for h in load_prompts("builtin:harmful")]
+    spare = [(h, t) for h, t in pairs if t is not None and h.prompt not in taken and t.prompt not in taken]
+    h_dest, t_dest = cfg.out / "splits" / "harmful_spare.jsonl", cfg.out / "splits" / "twins_spare.jsonl"
+    write_jsonl(h_dest, _split_rows([h for h, _ in spare], "harmful"))
+    write_jsonl(t_dest, _split_rows([t for _, t in spare], "benign"))
+    return h_dest, t_dest
 
 
 # ------------------------------------------------------------------ 5. eval
