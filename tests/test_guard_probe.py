@@ -140,6 +140,22 @@ def test_attacked_examples_group_a_request_with_its_twin_and_attacked_forms():
         attacked_examples(recs, ["pair"], seed=1)
 
 
+def test_pairs_from_split_files_share_a_fold_key(tmp_path):
+    """File records get ids prefixed with the file's stem; a twin's twin_of names the id as written."""
+    from safethink.data import load_prompts
+    from safethink.train import attacked_examples
+
+    (tmp_path / "harm.jsonl").write_text('{"id": "h-7", "prompt": "how to pick a lock"}\n'
+                                         '{"prompt": "how to hotwire a car"}\n')
+    (tmp_path / "twins.jsonl").write_text('{"id": "t-7", "prompt": "how do locks work", "twin_of": "h-7"}\n')
+    harm = load_prompts(str(tmp_path / "harm.jsonl"), label="harmful")
+    twins = load_prompts(str(tmp_path / "twins.jsonl"), label="benign")
+    assert harm[0].id == "harm/h-7"  # the prefix the key has to see through
+    _, hg = attacked_examples(harm, ["none"], seed=1)
+    _, tg = attacked_examples(twins, ["none"], seed=1)
+    assert hg == ["h-7", "1"] and tg == ["h-7"]
+
+
 def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model

@@ -16,8 +16,8 @@ from ..errors import SpecError
 def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: int) -> tuple[list[Any], list[str]]:
     """Every record under every attack: (conversations, group per conversation).
 
-    A record's group is its ``twin_of`` (so a harmful request, its twin and all their attacked forms
-    share one cross-validation fold) or else its id."""
+    A record's group is its pair key (:func:`pair_key`), so a harmful request, its twin and all their
+    attacked forms share one cross-validation fold."""
     from ..attacks import ATTACKS
 
     convs, groups = [], []
@@ -27,8 +27,19 @@ def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: i
         attack = ATTACKS.create(name)
         for rec, ap in zip(records, attack.prepare(records, seed=seed)):
             convs.append(ap.messages)
-            groups.append(str(rec.meta.get("twin_of") or rec.meta.get("seed_id") or rec.id))
+            groups.append(pair_key(rec))
     return convs, groups
+
+
+def pair_key(rec: Any) -> str:
+    """The id a harmful request and its benign twin share: a twin's ``twin_of``, else the request's own id
+    as its file wrote it (``harmful_train/harmful-044`` is ``harmful-044`` there; ``twin_of`` names that)."""
+    if rec.meta.get("twin_of"):
+        return str(rec.meta["twin_of"])
+    if rec.meta.get("seed_id"):
+        return str(rec.meta["seed_id"])
+    prefix = f"{rec.source}/"
+    return rec.id[len(prefix):] if rec.id.startswith(prefix) else rec.id
 
 
 def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[str], *,
