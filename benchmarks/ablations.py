@@ -9,7 +9,9 @@ same offline teacher, same ``cpu-small`` preset and epochs, same attacks and jud
   harmful:benign 1:1 instead of the default (every benign training prompt kept);
 - loss: SCoT with its decision tokens (each rule's Yes/No and the conclusion) weighted 5x;
 - the probe guard (``--probe``, a probe fitted on the base model with ``safethink probe fit``) in front of
-  the base model, and in front of R2D (the probe reads the base model's states, R2D answers what it passes).
+  the base model, and in front of R2D (the probe reads the base model's states, R2D answers what it passes);
+  and as a router (``r2d-route``, ``r2d-nocpo-route``): the base model answers what the probe is sure is
+  benign, R2D what it is unsure of, and what it flags is refused.
 
 Point ``--out`` at a quickstart directory to reuse its split, data, default runs and evaluations.
 One table: ASR per attack family, refusal rate on each benign set, benign answer rate, training time.
@@ -26,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,10 @@ ARMS = (
     Arm("r2d-probe", "R2D + probe guard", "r2d", "probe", run="r2d", guard_args={"then": "r2d", "states": "base"}),
     Arm("r2d-nocpo-probe", "R2D without CPO + probe guard", "r2d", "probe", train={"cpo_weight": 0.0}, run="r2d-nocpo",
         guard_args={"then": "r2d", "states": "base"}),
+    Arm("r2d-route", "base / R2D router (probe)", "r2d", "probe", run="r2d",
+        guard_args={"then": "r2d", "states": "base", "route": "base"}),
+    Arm("r2d-nocpo-route", "base / R2D without CPO router (probe)", "r2d", "probe", train={"cpo_weight": 0.0},
+        run="r2d-nocpo", guard_args={"then": "r2d", "states": "base", "route": "base"}),
 )
 
 
@@ -120,6 +126,9 @@ def main() -> None:
     ap.add_argument("--eval-harmful", type=int, default=None, help="Held-out harmful prompts (default: the quickstart's).")
     ap.add_argument("--eval-benign", type=int, default=None, help="Held-out prompts per benign set.")
     ap.add_argument("--probe", default=None, help="Probe file for the probe arms (default: <out>/probe.json).")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="Train the arms' adapters with this seed instead of the quickstart's (new run directories "
+                         "<run>-seedN, rows named '(train seed N)'); split, data and evaluation stay the same.")
     ap.add_argument("--json", default="benchmarks/results/ablations.json")
     args = ap.parse_args()
 
@@ -135,6 +144,10 @@ def main() -> None:
     unknown = set(args.arms.split(",")) - {a.key for a in ARMS}
     if unknown:
         raise SystemExit(f"unknown arm(s) {sorted(unknown)}; expected some of {[a.key for a in ARMS]}")
+    if args.train_seed is not None:
+        n = args.train_seed
+        arms = [replace(a, name=f"{a.name} (train seed {n})", run=f"{a.run}-seed{n}", train={**a.train, "seed": n})
+                if a.method else a for a in arms]
 
     def progress(what: str, done: int, total: int) -> None:
         if not total or done == total:

@@ -229,7 +229,8 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
         cell = lambda a: (a.dataset, a.record_id, a.attack_name)  # noqa: E731
         low = {cell(a): a for a in attempts if a.defence_name == low_v}
         high = {cell(a): a for a in attempts if a.defence_name == high_v}
-        for cut in (0.1, 0.2, 0.3, 0.5):
+        own = [round(probe.route_threshold, 3)] if probe.route_threshold is not None else []
+        for cut in [*own, 0.1, 0.2, 0.3, 0.5]:
             routed = []
             for k, a in high.items():
                 sc = scores[json.dumps(a.messages)]

@@ -58,6 +58,7 @@ def test_fit_separates_and_threshold_holds_out_of_fold(tiny_model, tmp_path):
                       c=1.0, folds=3, max_fpr=0.1)
     assert probe.metrics["auc"] > 0.9
     assert probe.metrics["oof_benign_flagged"] <= 0.1
+    assert probe.metrics["oof_harmful_routed"] <= 0.05 and probe.route_threshold <= probe.threshold
     assert set(probe.metrics["auc_by_layer"]) == {1, 2}  # the embeddings are not a candidate
     scores = probe.score(tiny_model, [conv(HARM[0]), conv(SAFE[0])])
     assert scores[0] > scores[1]
@@ -156,13 +157,15 @@ def test_pairs_from_split_files_share_a_fold_key(tmp_path):
     assert hg == ["h-7", "1"] and tg == ["h-7"]
 
 
-def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
+def _adapted(tiny_dir, tmp_path):
+    """The tiny model with a random LoRA adapter that changes its states and its answers."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from safethink.models import load_model
 
+    torch.manual_seed(0)
     net = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_dir)),
                          LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
@@ -170,7 +173,11 @@ def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
             if "lora_B" in name:
                 p.normal_(0, 0.5)  # B starts at zero: make the adapter change the states
     net.save_pretrained(str(tmp_path / "adapter"))
-    adapted = load_model(f"hf:{tiny_dir}", adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32")
+    return load_model(f"hf:{tiny_dir}", adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32")
+
+
+def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
+    adapted = _adapted(tiny_dir, tmp_path)
     convs = [conv("hello there"), conv(SAFE[1])]
     plain = prompt_states(tiny_model, convs, layers=[2])
     assert not np.allclose(prompt_states(adapted, convs, layers=[2]), plain, atol=1e-3)
@@ -181,6 +188,47 @@ def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
         GUARDS.create("probe", probe=probe).generate(adapted, convs, CFG)
     outs = GUARDS.create("probe", probe=probe, states="base", threshold=1.0).generate(adapted, convs, CFG)
     assert [o.text for o in outs] == [c.text for c in adapted.generate(convs, CFG)]
+
+
+def test_route_base_answers_low_scores_with_the_base_model(tiny_model, tiny_dir, tmp_path):
+    adapted = _adapted(tiny_dir, tmp_path)
+    convs = [conv(SAFE[0]), conv("what is the capital of France"), conv(HARM[0])]
+    rng = np.random.default_rng(0)
+    d = tiny_model.model.config.hidden_size
+    probe = _probe_for(tiny_model, model=adapted.spec, weight=rng.normal(0, 1, d).tolist())
+    scores = probe.score(adapted, convs, base=True)
+    lo, mid, hi = np.argsort(scores)
+    probe.route_threshold = (scores[lo] + scores[mid]) / 2
+    probe.threshold = (scores[mid] + scores[hi]) / 2
+    cfg = GenerationConfig(max_new_tokens=8, batch_size=4)
+    outs = GUARDS.create("probe", probe=probe, states="base", route="base").generate(adapted, convs, cfg)
+    base_text = tiny_model.generate([convs[lo]], cfg)[0].text
+    adapter_text = adapted.generate([convs[mid]], cfg)[0].text
+    assert base_text != adapted.generate([convs[lo]], cfg)[0].text  # the two models answer differently
+    assert outs[lo].text == base_text and outs[lo].info["answered_by"] == "base"
+    assert outs[mid].text == adapter_text and outs[mid].info["answered_by"] == "adapter"
+    assert outs[hi].action == "blocked" and "answered_by" not in outs[hi].info
+    assert outs[lo].info["probe_route_threshold"] == pytest.approx(probe.route_threshold)
+    # the adapter is back on after the routed batch
+    assert adapted.generate([convs[lo]], cfg)[0].text != base_text
+
+    with pytest.raises(SpecError, match="has no adapter"):
+        GUARDS.create("probe", probe=_probe_for(tiny_model, route_threshold=0.1), route="base").generate(
+            tiny_model, convs, cfg)
+    with pytest.raises(SpecError, match="needs a route threshold"):
+        GUARDS.create("probe", probe=_probe_for(tiny_model), route="base")
+    with pytest.raises(SpecError, match="route_threshold is a probability"):
+        GUARDS.create("probe", probe=_probe_for(tiny_model), route="base", route_threshold=2.0)
+
+
+def test_route_threshold_lets_at_most_the_allowed_share_of_harmful_through():
+    from safethink.guard._probe import _route_at_fnr
+
+    scores = [i / 10 for i in range(10)]
+    r = _route_at_fnr(scores, 0.2)
+    assert sum(s < r for s in scores) == 2
+    assert sum(s < _route_at_fnr(scores, 0.0) for s in scores) == 0
+    assert sum(s < _route_at_fnr([0.3, 0.3, 0.3], 0.5) for s in [0.3, 0.3, 0.3]) == 0  # ties stay above
 
 
 def _cli(*args: str):

@@ -25,6 +25,7 @@ def fit(
     layer: Annotated[Optional[list[int]], typer.Option(help="Candidate layer (repeatable); default: every layer.")] = None,
     pool: Annotated[str, typer.Option(help="last (the state at the last prompt token) or mean (over the prompt).")] = "last",
     max_fpr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of benign requests the threshold may refuse (cross-validated).")] = 0.05,
+    max_fnr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of harmful requests the route threshold (route=base) may send to the base model (cross-validated).")] = 0.05,
     c: Annotated[float, typer.Option(min=1e-6, help="Inverse L2 strength of the logistic regression.")] = 0.1,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -41,7 +42,8 @@ def fit(
     m = load_model(model, adapter=adapter)
     with console.status("computing hidden states and cross-validating layers"):
         probe = fit_probe_from_sources(m, harmful, benign, attacks=[a for a in attacks.split(",") if a], seed=seed,
-                                       limit=limit, data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr)
+                                       limit=limit, data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr,
+                                       max_fnr=max_fnr)
     probe.save(out)
     mt = probe.metrics
     table = Table(title=f"probe -> {out}")
@@ -52,6 +54,8 @@ def fit(
     table.add_row("out-of-fold AUC", f"{mt['auc']:.3f}")
     table.add_row("threshold", f"{probe.threshold:.4f}")
     table.add_row("out-of-fold flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")
+    table.add_row("route threshold", f"{probe.route_threshold:.4f}")
+    table.add_row("out-of-fold routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
     console.print(table)
     console.print(f"use it: safethink serve --guard probe --guard-arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
 

@@ -33,6 +33,18 @@ Pool = Literal["last", "mean"]
 PROBE_FORMAT = "safethink-probe/1"
 
 
+def _adapter_off(model: ChatModel, why: str) -> Any:
+    """A context manager under which ``model`` runs as its base model (no-op without an adapter)."""
+    import contextlib
+
+    net, _ = _hf_parts(model, "probe")
+    if not getattr(model, "adapter", None):
+        return contextlib.nullcontext
+    if not hasattr(net, "disable_adapter"):
+        raise SpecError(f"cannot switch off the adapter of {model.spec} to {why}")
+    return net.disable_adapter
+
+
 def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, layers: Sequence[int] | None = None,
                   pool: Pool = "last", batch_size: int = 16, base: bool = False,
                   progress: ProgressFn | None = None) -> Any:
@@ -52,11 +64,7 @@ def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, la
     device = next(net.parameters()).device
     out: list[Any] = [None] * len(texts)
     side = tok.padding_side
-    off = contextlib.nullcontext
-    if base and getattr(model, "adapter", None):
-        if not hasattr(net, "disable_adapter"):
-            raise SpecError(f"cannot switch off the adapter of {model.spec} to read the base model's states")
-        off = net.disable_adapter
+    off = _adapter_off(model, "read the base model's states") if base else contextlib.nullcontext
     try:
         tok.padding_side = "right"
         for start in range(0, len(order), batch_size):
@@ -98,6 +106,9 @@ class RequestProbe:
     model: str
     """The model spec the probe was fitted on (its hidden states are what the weights read)."""
     adapter: str | None = None
+    route_threshold: float | None = None
+    """p(harmful) below which the probe guard's ``route="base"`` lets the base model answer: the highest
+    cut at which at most ``max_fnr`` of the harmful training forms fall below it, out of fold."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Cross-validation results: per-layer AUC, the chosen layer's rates at the threshold, counts."""
 
@@ -157,6 +168,13 @@ def _threshold_at_fpr(benign_scores: Sequence[float], max_fpr: float) -> float:
     return float(math.nextafter(s[allowed], math.inf))
 
 
+def _route_at_fnr(harmful_scores: Sequence[float], max_fnr: float) -> float:
+    """The highest cut with at most ``max_fnr`` of the harmful scores strictly below it."""
+    s = sorted(harmful_scores)
+    allowed = math.floor(max_fnr * len(s) + 1e-9)  # this many harmful requests may fall below
+    return 1.0 if allowed >= len(s) else float(s[allowed])
+
+
 def fit_probe(model: ChatModel, harmful: Sequence[Conversation], benign: Sequence[Conversation], *,
               groups: Sequence[str] | None = None, layers: Sequence[int] | None = None, pool: Pool = "last",
               batch_size: int = 16, progress: ProgressFn | None = None, **options: Any) -> RequestProbe:
@@ -180,11 +198,12 @@ def fit_probe(model: ChatModel, harmful: Sequence[Conversation], benign: Sequenc
 def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str] | None, *,
                         layer_ids: Sequence[int], candidates: Sequence[int] | None = None, pool: Pool = "last",
                         model: str, adapter: str | None = None, c: float = 0.1, folds: int = 5,
-                        max_fpr: float = 0.05, seed: int = 0) -> RequestProbe:
+                        max_fpr: float = 0.05, max_fnr: float = 0.05, seed: int = 0) -> RequestProbe:
     """:func:`fit_probe` on states already computed (``prompt_states`` of the labelled conversations,
     whose axis 1 holds ``layer_ids``). The layer among ``candidates`` (default all) with the best
     out-of-fold AUC is chosen; the threshold is the lowest at which at most ``max_fpr`` of the benign
-    conversations are refused out of fold. ``c`` is the inverse L2 strength of the logistic regression."""
+    conversations are refused out of fold; the route threshold the highest at which at most ``max_fnr`` of
+    the harmful ones score below it out of fold. ``c`` is the inverse L2 strength of the logistic regression."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -192,6 +211,8 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
 
     if not 0 <= max_fpr < 1:
         raise SpecError(f"max_fpr must be in [0, 1), got {max_fpr}")
+    if not 0 <= max_fnr < 1:
+        raise SpecError(f"max_fnr must be in [0, 1), got {max_fnr}")
     y = np.asarray(labels)
     g = list(groups) if groups is not None else [str(i) for i in range(len(y))]
     if len(g) != len(y) or states.shape[0] != len(y):
@@ -222,17 +243,20 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
     best = max(auc, key=lambda L: (auc[L], -L))
     oof = oofs[best]
     threshold = _threshold_at_fpr(oof[y == 0].tolist(), max_fpr)
+    route = min(_route_at_fnr(oof[y == 1].tolist(), max_fnr), threshold)
     xs, mu, sd = standardise(states[:, layer_ids.index(best)].astype(np.float64))
     clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y)
     metrics = {
         "auc_by_layer": auc, "auc": auc[best], "folds": k,
         "oof_harmful_flagged": float((oof[y == 1] >= threshold).mean()),
         "oof_benign_flagged": float((oof[y == 0] >= threshold).mean()),
+        "oof_harmful_routed": float((oof[y == 1] < route).mean()),
+        "oof_benign_routed": float((oof[y == 0] < route).mean()), "max_fnr": max_fnr,
         "n_harmful": int(y.sum()), "n_benign": int((1 - y).sum()), "n_groups": n_groups, "c": c, "max_fpr": max_fpr,
     }
     return RequestProbe(layer=best, pool=pool, mean=mu.tolist(), scale=sd.tolist(), weight=clf.coef_[0].tolist(),
                         bias=float(clf.intercept_[0]), threshold=threshold, model=model, adapter=adapter,
-                        metrics=metrics)
+                        route_threshold=route, metrics=metrics)
 
 
 def _same_adapter(a: str | None, b: str | None) -> bool:
@@ -251,6 +275,11 @@ class ProbeGuard(GuardBase):
     adapter reads states it has never seen, so that is an error unless ``check_model=False``. With
     ``states="base"`` a probe fitted on the base model guards any adapter on it: the probe reads the
     base model's states (adapter switched off for that one forward pass) and the adapter answers.
+
+    ``route="base"`` makes it a three-way router for an adapter on a base model: requests the probe is
+    sure are benign (below the route threshold) are answered by the base model as is, adapter off; those
+    between the two thresholds by the adapter through ``then``; those above are refused. The adapter's
+    over-refusal then only reaches the requests the probe is unsure of.
     """
 
     name: ClassVar[str] = "probe"
@@ -269,6 +298,10 @@ class ProbeGuard(GuardBase):
     """Refusal text; default from prompts.yaml."""
     states: Literal["model", "base"] = "model"
     """Read the guarded model's own states, or its base model's (adapter off)."""
+    route: Literal["none", "base"] = "none"
+    """``base``: the base model (adapter off) answers requests scoring below the route threshold."""
+    route_threshold: float | None = None
+    """Override the probe's own route threshold (:attr:`RequestProbe.route_threshold`)."""
     check_model: bool = True
 
     def __post_init__(self) -> None:
@@ -277,8 +310,15 @@ class ProbeGuard(GuardBase):
             raise SpecError("guard 'probe': give exactly one of path= (a probe file) or probe=")
         if self.probe is None:
             self.probe = RequestProbe.load(self.path)  # type: ignore[arg-type]
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise SpecError(f"guard 'probe': threshold is a probability in [0, 1], got {self.threshold}")
+        for name in ("threshold", "route_threshold"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 1:
+                raise SpecError(f"guard 'probe': {name} is a probability in [0, 1], got {v}")
+        if self.route not in ("none", "base"):
+            raise SpecError(f"guard 'probe': route is 'none' or 'base', got {self.route!r}")
+        if self.route == "base" and self.route_threshold is None and self.probe.route_threshold is None:
+            raise SpecError("guard 'probe': route='base' needs a route threshold; this probe file has none "
+                            "(refit it with safethink probe fit, or pass route_threshold=)")
         if self.then == self.name:
             raise SpecError("guard 'probe': then= cannot be another probe guard")
         try:
@@ -307,16 +347,34 @@ class ProbeGuard(GuardBase):
         self._check(model)
         threshold = self.probe.threshold if self.threshold is None else self.threshold
         scores = self.probe.score(model, conversations, batch_size=config.batch_size, base=self.states == "base")
-        passed = [i for i, s in enumerate(scores) if s < threshold]
-        inner = self.inner.generate(model, [conversations[i] for i in passed], config, progress=progress) if passed else []
-        answered = dict(zip(passed, inner))
+        cut = -1.0
+        if self.route == "base":
+            if not getattr(model, "adapter", None):
+                raise SpecError(f"guard 'probe': route='base' routes between an adapter and its base model; "
+                                f"{model.spec} has no adapter")
+            cut = self.probe.route_threshold if self.route_threshold is None else self.route_threshold
+            cut = min(cut, threshold)  # type: ignore[type-var]
+        low = set(i for i, s in enumerate(scores) if s < cut)
+        passed = [i for i, s in enumerate(scores) if cut <= s < threshold]
+        answered: dict[int, GuardedOutput] = {}
+        if low:
+            with _adapter_off(model, "answer with the base model")():
+                base_outs = GUARDS.create("none").generate(model, [conversations[i] for i in sorted(low)], config,
+                                                           progress=progress)
+            answered.update(zip(sorted(low), base_outs))
+        if passed:
+            answered.update(zip(passed, self.inner.generate(model, [conversations[i] for i in passed], config,
+                                                            progress=progress)))
         msg = self.message or text("refusal", "default")
         outs = []
         for i, s in enumerate(scores):
             info = {"probe_score": s, "probe_threshold": threshold}
+            if self.route == "base":
+                info["probe_route_threshold"] = cut
             if i in answered:
                 o = answered[i]
-                o.info = {**o.info, **info}
+                o.info = {**o.info, **info, **({"answered_by": "base" if i in low else "adapter"}
+                                               if self.route == "base" else {})}
                 outs.append(o)
             else:
                 outs.append(refusal(msg, action="blocked", **info))
