@@ -23,6 +23,7 @@ Prints the table and writes benchmarks/results/probe.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -61,6 +62,9 @@ def main() -> None:
     ap.add_argument("--router", default=None,
                     help="LOW,HIGH variant names in --eval: also sweep a router that sends requests the probe scores "
                          "low to LOW (e.g. base), the rest to HIGH (e.g. R2D), and refuses above the threshold.")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="Also fit one probe per layer and report its CV AUC, its out-of-fold harmful share flagged at "
+                         "--max-fpr, and what it flags of the held-out sets (how much the layer choice matters).")
     ap.add_argument("--save-probe", default=None, help="Write the probe fitted under all attacks here.")
     ap.add_argument("--probe", default=None, help="Sweep with this probe file instead of fitting one (needs --eval).")
     ap.add_argument("--json", default="benchmarks/results/probe.json")
@@ -92,13 +96,14 @@ def main() -> None:
         if not args.cache:
             return prompt_states(model, convs)
         f = Path(args.cache) / f"{(args.model + '-' + (args.adapter or '')).replace('/', '_')}-{key}.npy"
-        if f.is_file():
-            x = np.load(f)
-            if len(x) == len(convs):
-                return x
+        digest = hashlib.sha256(json.dumps(convs, sort_keys=True).encode()).hexdigest()
+        tag = f.with_suffix(".sha256")  # the conversations the cached states are of
+        if f.is_file() and tag.is_file() and tag.read_text() == digest:
+            return np.load(f)
         x = prompt_states(model, convs)
         f.parent.mkdir(parents=True, exist_ok=True)
         np.save(f, x)
+        tag.write_text(digest)
         return x
 
     tr_h = records("harmful_train")
@@ -136,6 +141,29 @@ def main() -> None:
                                    candidates=candidates or layer_ids[1:], model=model.spec, c=args.c,
                                    max_fpr=args.max_fpr)
 
+    def unseen_attack_auc(L: int) -> float:
+        """Mean over the fitted attacks (but none) of the out-of-fold AUC on that attack's forms, by a probe at
+        layer L fitted without them: how well the layer carries over to a template it was not fitted under."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        xl = x[:, L].astype(np.float64)
+        folds = list(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0).split(xl, y, groups))
+        aucs = []
+        for a in fit_attacks:
+            if a == "none":
+                continue
+            oof = np.zeros(len(y))
+            for tr, te in folds:
+                tr, te = tr[forms_a[tr] != a], te[forms_a[te] == a]
+                mu, sd = xl[tr].mean(axis=0), xl[tr].std(axis=0) + 1e-6
+                clf = LogisticRegression(C=args.c, max_iter=2000).fit((xl[tr] - mu) / sd, y[tr])
+                oof[te] = clf.predict_proba((xl[te] - mu) / sd)[:, 1]
+            m = forms_a == a
+            aucs.append(roc_auc_score(y[m], oof[m]))
+        return float(np.mean(aucs)) if aucs else float("nan")
+
     t1 = time.perf_counter()
     probe = fit(np.ones(len(y), dtype=bool))
     fit_seconds = time.perf_counter() - t1
@@ -166,6 +194,25 @@ def main() -> None:
         s: float(np.mean([r[s] for r in loao.values()])) for s in BENIGN_SETS} if loao else {}
 
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    per_layer = []
+    if args.per_layer:
+        held_all = {a: states_of(f"eval-harmful-{a}", attacked_examples(ev_h, [a], seed=0)[0]) for a in attacks}
+        benign_all = {s: states_of(f"eval-{n}", attacked_examples(records(f"{n}_eval"), ["none"], seed=0)[0])
+                      for s, n in BENIGN_SETS.items()}
+        lt = Table(title="one probe per layer (chosen by CV AUC: the highest; held-out shares at each layer's own threshold)")
+        for col in ("layer", "CV AUC", "CV harmful flagged", "unseen-attack CV AUC", "held-out harmful flagged",
+                    *[f"{s} flagged" for s in BENIGN_SETS]):
+            lt.add_column(col, justify="right")
+        for L in layer_ids[1:]:
+            p = fit(np.ones(len(y), dtype=bool), candidates=[L])
+            h = float(np.mean([(p.probabilities(v[:, L]) >= p.threshold).mean() for v in held_all.values()]))
+            b = {s: float((p.probabilities(v[:, L]) >= p.threshold).mean()) for s, v in benign_all.items()}
+            u = unseen_attack_auc(L)
+            per_layer.append({"layer": L, "auc": p.metrics["auc"], "oof_harmful_flagged": p.metrics["oof_harmful_flagged"],
+                              "unseen_attack_auc": u, "held_out_harmful_flagged": h, **b})
+            lt.add_row(str(L) + (" *" if L == layer else ""), f"{p.metrics['auc']:.3f}", pct(p.metrics["oof_harmful_flagged"]),
+                       f"{u:.3f}", pct(h), *[pct(b[s]) for s in BENIGN_SETS])
+        console.print(lt)
     table = Table(title=f"probe flags ({args.model}, layer {layer}; held out: {len(ev_h)} harmful per attack, "
                         + ", ".join(f"{len(v)} {s}" for s, v in benign.items()) + ")")
     table.add_column("probe", style="bold")
@@ -180,7 +227,7 @@ def main() -> None:
         probe.save(args.save_probe)
     sweep = threshold_sweep(args, probe, model, console) if args.eval else []
     write(args, {"layer": layer, "threshold": probe.threshold, "metrics": probe.metrics, "fit_attacks": fit_attacks,
-                 "rows": rows, "sweep": sweep, "seconds": time.perf_counter() - t0}, console)
+                 "rows": rows, "per_layer": per_layer, "sweep": sweep, "seconds": time.perf_counter() - t0}, console)
 
 
 def write(args, result: dict, console) -> None:
