@@ -6,7 +6,9 @@ same offline teacher, same ``cpu-small`` preset and epochs, same attacks and jud
 - method: SCoT vs R2D vs R2D without CPO (cpo_weight 0), and R2D with / without the decode-time pivot guard;
 - adapter: LoRA rank 4 / 16 (default) / 64, and full fine-tuning;
 - data mix: without the benign twins (ordinary requests in their place, same count), and
-  harmful:benign 1:1 instead of the default (every benign training prompt kept);
+  harmful:benign 1:1 instead of the default (every benign training prompt kept), and R2D without CPO with
+  the twins of every seed pair outside the held-out split as retain data (``r2d-nocpo-alltwins``: the same
+  60 harmful prompts, 159 twins instead of 60);
 - loss: SCoT with its decision tokens (each rule's Yes/No and the conclusion) weighted 5x;
 - the probe guard (``--probe``, a probe fitted on the base model with ``safethink probe fit``) in front of
   the base model, and in front of R2D (the probe reads the base model's states, R2D answers what it passes);
@@ -14,6 +16,7 @@ same offline teacher, same ``cpu-small`` preset and epochs, same attacks and jud
   benign, R2D what it is unsure of, and what it flags is refused.
 
 Point ``--out`` at a quickstart directory to reuse its split, data, default runs and evaluations.
+``--train-seed N`` retrains the chosen arms with another seed (new runs, rows marked with the seed).
 One table: ASR per attack family, refusal rate on each benign set, benign answer rate, training time.
 
     python benchmarks/ablations.py --out runs/quickstart                 # every arm
@@ -37,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safethink.quickstart import (
-    QuickstartConfig, Variant, _retain_ratio, build_training_sets, count_rows, eval_specs, run_evaluations,
+    QuickstartConfig, Variant, _retain_ratio, _spare_pairs, build_training_sets, count_rows, eval_specs, run_evaluations,
     split_eval_datasets, split_seed_set, split_sources, summarise, train_adapter,
 )
 
@@ -54,7 +57,7 @@ class Arm:
     """scot / r2d, or None for the base model."""
     guard: str
     data: str = "default"
-    """default, no-twins or ratio-1."""
+    """default, no-twins, ratio-1 or all-twins."""
     train: dict[str, Any] = field(default_factory=dict)
     run: str | None = None
     """Run directory name under out/runs (arms that differ only at inference share one)."""
@@ -78,6 +81,8 @@ ARMS = (
     Arm("r2d-probe", "R2D + probe guard", "r2d", "probe", run="r2d", guard_args={"then": "r2d", "states": "base"}),
     Arm("r2d-nocpo-probe", "R2D without CPO + probe guard", "r2d", "probe", train={"cpo_weight": 0.0}, run="r2d-nocpo",
         guard_args={"then": "r2d", "states": "base"}),
+    Arm("r2d-nocpo-alltwins", "R2D without CPO, twins of all pairs", "r2d", "r2d", data="all-twins",
+        train={"cpo_weight": 0.0}, run="r2d-nocpo-alltwins"),
     Arm("r2d-route", "base / R2D router (probe)", "r2d", "probe", run="r2d",
         guard_args={"then": "r2d", "states": "base", "route": "base"}),
     Arm("r2d-nocpo-route", "base / R2D without CPO router (probe)", "r2d", "probe", train={"cpo_weight": 0.0},
@@ -115,6 +120,13 @@ def training_data(cfg: QuickstartConfig, splits: dict[str, Path], arm: Arm, prog
         benign = [str(_ordinary_instead_of_twins(cfg, splits)), str(splits["borderline_train"])]
         return build_training_sets(cfg, harmful, benign, progress, retain_ratio=_retain_ratio(splits),
                                    methods=(arm.method,), tag="-no-twins")[arm.method]
+    if arm.data == "all-twins":
+        # the same harmful prompts; as retain data the twins of every seed pair outside the held-out split
+        _, spare_twins = _spare_pairs(cfg, splits)
+        benign = [*benign, str(spare_twins)]
+        ratio = sum(count_rows(Path(b)) for b in benign) / max(1, count_rows(splits["harmful_train"]))
+        return build_training_sets(cfg, harmful, benign, progress, retain_ratio=ratio, methods=(arm.method,),
+                                   tag="-all-twins")[arm.method]
     raise ValueError(arm.data)
 
 
