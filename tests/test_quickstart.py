@@ -121,11 +121,12 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     assert fit_quickstart_probe(cfg, splits) == path and path.read_text() == first  # cached
 
     variants = cfg.variants()
-    assert variants[:-1] == VARIANTS and variants[-1].guard == "probe"
+    assert variants[:-2] == VARIANTS and [v.guard for v in variants[-2:]] == ["probe", "probe"]
     specs = eval_specs(cfg, split_eval_datasets(cfg, splits), {"scot": tmp_path / "s", "r2d": tmp_path / "r"}, variants)
-    d = specs[-1].defences[0]
-    guard = GUARDS.create(d.guard, **d.args)
-    assert guard.states == "base" and guard.then == "r2d" and guard.probe.layer == probe.layer
+    gated, router = (GUARDS.create(s.defences[0].guard, **s.defences[0].args) for s in specs[-2:])
+    assert gated.states == "base" and gated.then == "r2d" and gated.probe.layer == probe.layer
+    assert gated.route == "none" and router.route == "base" and router.then == "r2d"
+    assert router.probe.route_threshold is not None and router.probe.route_threshold <= router.probe.threshold
     assert QuickstartConfig(out=tmp_path).variants() == VARIANTS  # off by default
 
 

@@ -104,11 +104,13 @@ class QuickstartConfig:
         return cls(out=out, model=model, seed=seed, probe=probe)
 
     def variants(self) -> tuple[Variant, ...]:
-        """The table's rows: :data:`VARIANTS`, plus R2D behind the probe guard with ``probe``."""
+        """The table's rows: :data:`VARIANTS`, plus with ``probe`` R2D behind the probe guard, and the probe
+        as a router (the base model answers what it is sure is benign, R2D the rest, flagged ones refused)."""
         if not self.probe:
             return VARIANTS
-        return (*VARIANTS, Variant("R2D + probe guard", "r2d", "probe",
-                                   {"path": str(self.out / "probe.json"), "then": "r2d", "states": "base"}))
+        probe = {"path": str(self.out / "probe.json"), "then": "r2d", "states": "base"}
+        return (*VARIANTS, Variant("R2D + probe guard", "r2d", "probe", probe),
+                Variant("probe router: base / R2D", "r2d", "probe", {**probe, "route": "base"}))
 
 
 ProgressFn = Callable[[str, int, int], None]
