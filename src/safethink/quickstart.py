@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .io import atomic_write_text, write_jsonl
+from .io import atomic_write_text, iter_jsonl, write_jsonl
 
 Stage = Literal["split", "data", "train", "probe", "eval", "report"]
 
@@ -150,8 +150,6 @@ def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
     eval_ids = {h.id for h, _ in eval_pairs}
     train_pairs = [p for p in pairs if p[0].id not in eval_ids][:cfg.train_harmful]
 
-    rows = _split_rows
-
     def split(records):
         records = list(records)
         rng.shuffle(records)
@@ -165,14 +163,14 @@ def split_seed_set(cfg: QuickstartConfig) -> dict[str, Path]:
     n_extra = max(1, round(len(train_pairs) * cfg.extra_benign_ratio))
     benign_tr, border_tr = benign_tr[:n_extra], border_tr[:n_extra]
     content = {
-        "harmful_train": rows([h for h, _ in train_pairs], "harmful"),
-        "twins_train": rows([t for _, t in train_pairs], "benign"),
-        "benign_train": rows(benign_tr, "benign"),
-        "borderline_train": rows(border_tr, "benign"),
-        "harmful_eval": rows([h for h, _ in eval_pairs], "harmful"),
-        "twins_eval": rows([t for _, t in eval_pairs], "benign"),
-        "benign_eval": rows(benign_ev, "benign"),
-        "borderline_eval": rows(border_ev, "benign"),
+        "harmful_train": _split_rows([h for h, _ in train_pairs], "harmful"),
+        "twins_train": _split_rows([t for _, t in train_pairs], "benign"),
+        "benign_train": _split_rows(benign_tr, "benign"),
+        "borderline_train": _split_rows(border_tr, "benign"),
+        "harmful_eval": _split_rows([h for h, _ in eval_pairs], "harmful"),
+        "twins_eval": _split_rows([t for _, t in eval_pairs], "benign"),
+        "benign_eval": _split_rows(benign_ev, "benign"),
+        "borderline_eval": _split_rows(border_ev, "benign"),
     }
     for name, rs in content.items():
         write_jsonl(paths[name], rs)
@@ -296,7 +294,7 @@ def _spare_pairs(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[Path, 
     JSONL files; a pair with either side among the split's prompts is skipped."""
     from .data import load_prompts
 
-    taken = {json.loads(line)["prompt"] for p in splits.values() for line in p.read_text().splitlines() if line.strip()}
+    taken = {row["prompt"] for p in splits.values() for _, row in iter_jsonl(p)}
     twins = {t.meta.get("twin_of"): t for t in load_prompts("builtin:twins")}
     pairs = [(h, twins.get(h.meta.get("seed_id"))) for h in load_prompts("builtin:harmful")]
     spare = [(h, t) for h, t in pairs if t is not None and h.prompt not in taken and t.prompt not in taken]

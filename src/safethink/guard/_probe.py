@@ -354,14 +354,13 @@ class ProbeGuard(GuardBase):
                                 f"{model.spec} has no adapter")
             cut = self.probe.route_threshold if self.route_threshold is None else self.route_threshold
             cut = min(cut, threshold)  # type: ignore[type-var]
-        low = set(i for i, s in enumerate(scores) if s < cut)
+        low = [i for i, s in enumerate(scores) if s < cut]
         passed = [i for i, s in enumerate(scores) if cut <= s < threshold]
         answered: dict[int, GuardedOutput] = {}
         if low:
             with _adapter_off(model, "answer with the base model")():
-                base_outs = GUARDS.create("none").generate(model, [conversations[i] for i in sorted(low)], config,
-                                                           progress=progress)
-            answered.update(zip(sorted(low), base_outs))
+                answered.update(zip(low, GUARDS.create("none").generate(model, [conversations[i] for i in low],
+                                                                        config, progress=progress)))
         if passed:
             answered.update(zip(passed, self.inner.generate(model, [conversations[i] for i in passed], config,
                                                             progress=progress)))
@@ -373,7 +372,7 @@ class ProbeGuard(GuardBase):
                 info["probe_route_threshold"] = cut
             if i in answered:
                 o = answered[i]
-                o.info = {**o.info, **info, **({"answered_by": "base" if i in low else "adapter"}
+                o.info = {**o.info, **info, **({"answered_by": "base" if s < cut else "adapter"}
                                                if self.route == "base" else {})}
                 outs.append(o)
             else:
