@@ -140,3 +140,15 @@ def test_sigkill_resume_gives_identical_records(tmp_path, tiny_spec):
     assert [r.model_dump() for r in got] == [r.model_dump() for r in ref]
     assert man.content_hash == ref_man.content_hash
     assert not (out / ".work").exists() and check_dataset(out).ok
+
+
+def test_retain_progress_is_a_running_total(tmp_path, tiny_model):
+    from safethink.synth._retain import RetainAnswerer
+
+    prompts = [f"Give me tip number {i} for growing tomatoes" for i in range(5)]
+    seen: list[int] = []
+    ans = RetainAnswerer(max_new_tokens=3, batch_size=2, cache_dir=tmp_path, model_obj=tiny_model)
+    first = ans.answer(prompts, progress=seen.append)
+    assert seen == [2, 4, 5] and len(first) == 5
+    seen.clear()  # all cached now: the same counts, and the same answers
+    assert ans.answer(prompts, progress=seen.append) == first and seen == [2, 4, 5]

@@ -71,7 +71,8 @@ class RetainAnswerer:
         return self._model
 
     def answer(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None) -> list[str]:
-        """One answer per prompt, in order. Prompts are answered in fixed groups of ``batch_size``."""
+        """One answer per prompt, in order. Prompts are answered in fixed groups of ``batch_size``;
+        ``progress`` gets the number of prompts answered so far (cached ones included) after each group."""
         from ..models import GenerationConfig
 
         cache = self._load_cache()
@@ -80,7 +81,7 @@ class RetainAnswerer:
             group = list(range(start, min(start + self.batch_size, len(prompts))))
             if all(keys[i] in cache for i in group):
                 if progress:
-                    progress(len(group))
+                    progress(group[-1] + 1)
                 continue
             cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
             outs = self._model_obj().generate([[{"role": "user", "content": prompts[i]}] for i in group], cfg)
@@ -98,5 +99,5 @@ class RetainAnswerer:
                 f.flush()
                 os.fsync(f.fileno())
             if progress:
-                progress(len(group))
+                progress(group[-1] + 1)
         return [cache[k] for k in keys]
