@@ -41,6 +41,10 @@ def quickstart(
 
     def progress(what: str, done: int, total: int) -> None:
         if what not in tasks:
+            for t in prog.tasks:  # a new stage began: the earlier ones are over, so stop their clocks
+                if not t.finished:
+                    prog.update(t.id, total=t.total or 1, completed=t.total or 1)
+                    prog.stop_task(t.id)
             tasks[what] = prog.add_task(what, total=total or None)
         prog.update(tasks[what], completed=done, total=total or None)
 
