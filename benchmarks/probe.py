@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--fit-attacks", default=None, help="Attacks the probe is fitted under (default: --attacks).")
     ap.add_argument("--max-fpr", type=float, default=0.05)
     ap.add_argument("--c", type=float, default=0.1)
+    ap.add_argument("--ensembles", default="1,3,5,8",
+                    help="Ensemble sizes to cross-validate (the k best layers averaged; 1 = the single best layer).")
     ap.add_argument("--all-train-pairs", action="store_true",
                     help="Fit on every seed-set pair outside the held-out split, not only the quickstart's training prompts.")
     ap.add_argument("--cache", default=None, help="Directory to keep hidden states in between runs (default: none).")
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument("--probe", default=None, help="Sweep with this probe file instead of fitting one (needs --eval).")
     ap.add_argument("--json", default="benchmarks/results/probe.json")
     args = ap.parse_args()
+    ensembles = tuple(int(n) for n in args.ensembles.split(","))
 
     import numpy as np
 
@@ -137,9 +140,11 @@ def main() -> None:
     console.log(f"training states: {x.shape} in {time.perf_counter() - t0:.0f}s")
 
     def fit(mask, candidates=None):
+        """A probe on the rows in mask; with candidates, an ensemble of exactly those layers."""
         return fit_probe_on_states(x[mask], y[mask], [g for g, m in zip(groups, mask) if m], layer_ids=layer_ids,
                                    candidates=candidates or layer_ids[1:], model=model.spec, c=args.c,
-                                   max_fpr=args.max_fpr)
+                                   max_fpr=args.max_fpr,
+                                   ensembles=(len(candidates),) if candidates else ensembles)
 
     def unseen_attack_auc(L: int) -> float:
         """Mean over the fitted attacks (but none) of the out-of-fold AUC on that attack's forms, by a probe at
@@ -167,8 +172,8 @@ def main() -> None:
     t1 = time.perf_counter()
     probe = fit(np.ones(len(y), dtype=bool))
     fit_seconds = time.perf_counter() - t1
-    layer = probe.layer
-    console.log(f"probe: layer {layer}, out-of-fold AUC {probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f} "
+    layer = probe.layers
+    console.log(f"probe: layer {probe.layer}, out-of-fold AUC {probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f} "
                 f"({fit_seconds:.0f}s)")
 
     ev_h = records("harmful_eval")
@@ -182,13 +187,13 @@ def main() -> None:
 
     main_row = "fitted under all attacks" if set(fit_attacks) >= set(attacks) else f"fitted under {', '.join(fit_attacks)}"
     rows = {main_row: rates(probe)}
-    plain = fit(forms_a == "none", candidates=[layer])
+    plain = fit(forms_a == "none", candidates=layer)
     rows["fitted on plain requests only"] = rates(plain)
     loao = {}
     for a in attacks:
         if a == "none" or a not in fit_attacks:
             continue
-        p = fit(forms_a != a, candidates=[layer])
+        p = fit(forms_a != a, candidates=layer)
         loao[a] = rates(p)
     rows["leave-one-attack-out"] = {a: r[a] for a, r in loao.items()} | {
         s: float(np.mean([r[s] for r in loao.values()])) for s in BENIGN_SETS} if loao else {}
@@ -210,10 +215,10 @@ def main() -> None:
             u = unseen_attack_auc(L)
             per_layer.append({"layer": L, "auc": p.metrics["auc"], "oof_harmful_flagged": p.metrics["oof_harmful_flagged"],
                               "unseen_attack_auc": u, "held_out_harmful_flagged": h, **b})
-            lt.add_row(str(L) + (" *" if L == layer else ""), f"{p.metrics['auc']:.3f}", pct(p.metrics["oof_harmful_flagged"]),
+            lt.add_row(str(L) + (" *" if L in layer else ""), f"{p.metrics['auc']:.3f}", pct(p.metrics["oof_harmful_flagged"]),
                        f"{u:.3f}", pct(h), *[pct(b[s]) for s in BENIGN_SETS])
         console.print(lt)
-    table = Table(title=f"probe flags ({args.model}, layer {layer}; held out: {len(ev_h)} harmful per attack, "
+    table = Table(title=f"probe flags ({args.model}, layer {probe.layer}; held out: {len(ev_h)} harmful per attack, "
                         + ", ".join(f"{len(v)} {s}" for s, v in benign.items()) + ")")
     table.add_column("probe", style="bold")
     for a in attacks:
@@ -226,7 +231,7 @@ def main() -> None:
     if args.save_probe:
         probe.save(args.save_probe)
     sweep = threshold_sweep(args, probe, model, console) if args.eval else []
-    write(args, {"layer": layer, "threshold": probe.threshold, "metrics": probe.metrics, "fit_attacks": fit_attacks,
+    write(args, {"layer": probe.layer, "threshold": probe.threshold, "metrics": probe.metrics, "fit_attacks": fit_attacks,
                  "rows": rows, "per_layer": per_layer, "sweep": sweep, "seconds": time.perf_counter() - t0}, console)
 
 

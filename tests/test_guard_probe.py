@@ -231,6 +231,58 @@ def test_route_threshold_lets_at_most_the_allowed_share_of_harmful_through():
     assert sum(s < _route_at_fnr([0.3, 0.3, 0.3], 0.5) for s in [0.3, 0.3, 0.3]) == 0  # ties stay above
 
 
+def _noisy_layers(n_layers: int = 4, n: int = 160, d: int = 6, seed: int = 0):
+    """States where every layer carries the label along one direction under its own noise."""
+    rng = np.random.default_rng(seed)
+    y = np.array([1, 0] * (n // 2))
+    x = rng.normal(size=(n, n_layers, d))
+    x[:, :, 0] += 0.8 * y[:, None]
+    return x.astype(np.float32), y, [str(i // 2) for i in range(n)]  # a harmful row and its twin: one group
+
+
+def test_ensemble_of_layers_is_chosen_by_cv_and_is_the_mean_of_per_layer_logits(tmp_path):
+    from safethink.guard import fit_probe_on_states
+
+    x, y, g = _noisy_layers()
+    ids = [0, 1, 2, 3]
+    probe = fit_probe_on_states(x, y, g, layer_ids=ids, candidates=[1, 2, 3], model="m", ensembles=(1, 3))
+    by_size = probe.metrics["auc_by_ensemble_size"]
+    assert by_size[3] > by_size[1] and probe.layer == [1, 2, 3] and probe.layers == [1, 2, 3]
+    assert probe.metrics["auc"] == by_size[3] and len(probe.weight) == 3 * x.shape[2]
+    singles = [fit_probe_on_states(x, y, g, layer_ids=ids, candidates=[L], model="m") for L in (1, 2, 3)]
+    assert all(s.layer == L for s, L in zip(singles, (1, 2, 3)))
+    logit = lambda p, v: np.log(p.probabilities(v) / (1 - p.probabilities(v)))  # noqa: E731
+    mean_logit = np.mean([logit(s, x[:, L]) for s, L in zip(singles, (1, 2, 3))], axis=0)
+    np.testing.assert_allclose(logit(probe, x[:, [1, 2, 3]]), mean_logit, atol=1e-6)
+    assert probe.metrics["oof_benign_flagged"] <= 0.05
+    again = RequestProbe.load(probe.save(tmp_path / "e.json"))
+    assert again.layer == [1, 2, 3]
+    np.testing.assert_allclose(again.probabilities(x[:, [1, 2, 3]]), probe.probabilities(x[:, [1, 2, 3]]))
+    with pytest.raises(SpecError, match="reads 3 layer"):
+        probe.probabilities(x[:, 1])
+    only = fit_probe_on_states(x, y, g, layer_ids=ids, candidates=[1, 2, 3], model="m", ensembles=(1,))
+    assert isinstance(only.layer, int) and set(only.metrics["auc_by_ensemble_size"]) == {1}
+    with pytest.raises(SpecError, match="ensemble sizes"):
+        fit_probe_on_states(x, y, g, layer_ids=ids, model="m", ensembles=(0,))
+
+
+def test_ensemble_probe_scores_a_model_at_its_layers(tiny_model, tmp_path):
+    probe = fit_probe(tiny_model, [conv(t) for t in HARM], [conv(t) for t in SAFE], c=1.0, folds=3,
+                      ensembles=(2,))
+    assert probe.layer == [1, 2]
+    convs = [conv(HARM[0]), conv(SAFE[0])]
+    states = prompt_states(tiny_model, convs, layers=[1, 2])
+    assert probe.score(tiny_model, convs) == pytest.approx(probe.probabilities(states).tolist())
+    assert RequestProbe.load(probe.save(tmp_path / "p.json")).score(tiny_model, convs) == pytest.approx(
+        probe.score(tiny_model, convs))
+    raw = json.loads((tmp_path / "p.json").read_text())
+    raw["weight"] = raw["weight"][:-1]
+    raw["mean"], raw["scale"] = raw["mean"][:-1], raw["scale"][:-1]
+    (tmp_path / "odd.json").write_text(json.dumps(raw))
+    with pytest.raises(SpecError, match="do not split evenly"):
+        RequestProbe.load(tmp_path / "odd.json")
+
+
 def _cli(*args: str):
     import os
     import subprocess
@@ -262,4 +314,8 @@ def test_cli_fit_writes_a_probe_and_score_uses_it(tiny_dir, tmp_path):
     res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(bad), "--benign", str(b),
                "--out", str(tmp_path / "never.json"))
     assert res.returncode == 2 and "bad.jsonl:2: bad JSON" in res.stderr
+    assert not (tmp_path / "never.json").exists()
+    res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign", str(b),
+               "--ensembles", "1,x", "--out", str(tmp_path / "never.json"))
+    assert res.returncode != 0 and "--ensembles '1,x'" in res.stderr
     assert not (tmp_path / "never.json").exists()

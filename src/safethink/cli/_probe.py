@@ -27,6 +27,8 @@ def fit(
     max_fpr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of benign requests the threshold may refuse (cross-validated).")] = 0.05,
     max_fnr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of harmful requests the route threshold (route=base) may send to the base model (cross-validated).")] = 0.05,
     c: Annotated[float, typer.Option(min=1e-6, help="Inverse L2 strength of the logistic regression.")] = 0.1,
+    ensembles: Annotated[str, typer.Option(help="Comma list of ensemble sizes to cross-validate: the k best layers, "
+                                                 "their logits averaged (1: the single best layer).")] = "1,3,5,8",
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     data_dir: Annotated[Optional[str], typer.Option(help="Directory with local copies of public datasets.")] = None,
@@ -38,19 +40,23 @@ def fit(
 
     if pool not in ("last", "mean"):
         raise SpecError(f"--pool {pool!r}: expected last or mean")
+    try:
+        sizes = tuple(int(n) for n in ensembles.split(","))
+    except ValueError:
+        raise SpecError(f"--ensembles {ensembles!r}: expected a comma list of whole numbers, e.g. 1,3,5,8") from None
     quiet_hf()
     m = load_model(model, adapter=adapter)
     with console.status("computing hidden states and cross-validating layers"):
         probe = fit_probe_from_sources(m, harmful, benign, attacks=[a for a in attacks.split(",") if a], seed=seed,
                                        limit=limit, data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr,
-                                       max_fnr=max_fnr)
+                                       max_fnr=max_fnr, ensembles=sizes)
     probe.save(out)
     mt = probe.metrics
     table = Table(title=f"probe -> {out}")
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("examples", f"{mt['n_harmful']} harmful, {mt['n_benign']} benign ({mt['n_groups']} groups)")
-    table.add_row("layer", f"{probe.layer} ({probe.pool})")
+    table.add_row("layer" if len(probe.layers) == 1 else "layers (mean of their logits)", f"{probe.layer} ({probe.pool})")
     table.add_row("out-of-fold AUC", f"{mt['auc']:.3f}")
     table.add_row("threshold", f"{probe.threshold:.4f}")
     table.add_row("out-of-fold flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")

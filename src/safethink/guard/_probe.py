@@ -3,10 +3,11 @@ end of the prompt and decides, before a single token is generated, whether to re
 
 A small model's generated safety reasoning often decides on topic (it refuses a request and its benign
 twin alike); its hidden state at the last prompt token carries more of the request's intent. The probe
-is a logistic regression on that state at one layer, fitted on labelled requests, ideally each under
-the same attack templates it will meet, with benign requests under the templates too, so that a
-template alone is not a reason to refuse. Layer and threshold are chosen by grouped cross-validation:
-a request's attacked forms (and its twin, when a group is given) never straddle train and test folds.
+is a logistic regression on that state at one layer, or the mean in logit space of one such regression
+per layer over the few best layers, fitted on labelled requests, ideally each under the same attack
+templates it will meet, with benign requests under the templates too, so that a template alone is not
+a reason to refuse. Layers and threshold are chosen by grouped cross-validation: a request's attacked
+forms (and its twin, when a group is given) never straddle train and test folds.
 
     probe = fit_probe(model, harmful_convs, benign_convs, groups=...)
     probe.save("probe.json")
@@ -93,9 +94,14 @@ def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, la
 
 @dataclass
 class RequestProbe:
-    """A fitted probe: standardise the state at ``layer``, then ``sigmoid(w . x + b)`` is p(harmful)."""
+    """A fitted probe: standardise the state at ``layer`` (at each of the layers, concatenated, when
+    ``layer`` is a list), then ``sigmoid(w . x + b)`` is p(harmful).
 
-    layer: int
+    A list of layers is an ensemble: one logistic regression per layer, their logits averaged, which is
+    one linear model on the concatenated states (each layer's weights divided by the number of layers,
+    the mean of their biases), so ``mean``, ``scale`` and ``weight`` hold ``len(layer) * hidden`` values."""
+
+    layer: int | list[int]
     pool: Pool
     mean: list[float]
     scale: list[float]
@@ -112,11 +118,22 @@ class RequestProbe:
     metrics: dict[str, Any] = field(default_factory=dict)
     """Cross-validation results: per-layer AUC, the chosen layer's rates at the threshold, counts."""
 
+    @property
+    def layers(self) -> list[int]:
+        """The layers read, in the order of the weights."""
+        return list(self.layer) if isinstance(self.layer, list) else [self.layer]
+
     def probabilities(self, states: Any) -> Any:
-        """p(harmful) for states of shape ``(n, hidden)`` taken at :attr:`layer`."""
+        """p(harmful) for states of shape ``(n, hidden)`` taken at :attr:`layer`, or ``(n, len(layers),
+        hidden)`` taken at :attr:`layers`."""
         import numpy as np
 
-        x = (np.asarray(states, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = np.asarray(states, dtype=np.float64)
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != len(self.weight):
+            raise SpecError(f"probe reads {len(self.layers)} layer(s), {len(self.weight)} values in all; "
+                            f"got states of {x.shape[1]}")
+        x = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         z = x @ np.asarray(self.weight) + self.bias
         return 1.0 / (1.0 + np.exp(-z))
 
@@ -126,11 +143,12 @@ class RequestProbe:
         ``base``: its base model, with the adapter switched off)."""
         if not conversations:
             return []
-        states = prompt_states(model, conversations, layers=[self.layer], pool=self.pool, batch_size=batch_size,
+        states = prompt_states(model, conversations, layers=self.layers, pool=self.pool, batch_size=batch_size,
                                base=base)
-        if states.shape[-1] != len(self.weight):
-            raise SpecError(f"probe reads hidden states of size {len(self.weight)}; {model.spec} has {states.shape[-1]}")
-        return [float(p) for p in self.probabilities(states[:, 0])]
+        if states.shape[-1] * len(self.layers) != len(self.weight):
+            raise SpecError(f"probe reads hidden states of size {len(self.weight) // len(self.layers)}; "
+                            f"{model.spec} has {states.shape[-1]}")
+        return [float(p) for p in self.probabilities(states)]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -155,6 +173,8 @@ class RequestProbe:
             raise SpecError(f"{path}: malformed probe file ({e})") from None
         if not (len(probe.weight) == len(probe.mean) == len(probe.scale)) or not probe.weight:
             raise SpecError(f"{path}: weight, mean and scale must be non-empty and of one length")
+        if not probe.layers or len(probe.weight) % len(probe.layers):
+            raise SpecError(f"{path}: {len(probe.weight)} weights do not split evenly over layers {probe.layers}")
         return probe
 
 
@@ -198,12 +218,16 @@ def fit_probe(model: ChatModel, harmful: Sequence[Conversation], benign: Sequenc
 def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str] | None, *,
                         layer_ids: Sequence[int], candidates: Sequence[int] | None = None, pool: Pool = "last",
                         model: str, adapter: str | None = None, c: float = 0.1, folds: int = 5,
-                        max_fpr: float = 0.05, max_fnr: float = 0.05, seed: int = 0) -> RequestProbe:
+                        max_fpr: float = 0.05, max_fnr: float = 0.05, seed: int = 0,
+                        ensembles: Sequence[int] = (1, 3, 5, 8)) -> RequestProbe:
     """:func:`fit_probe` on states already computed (``prompt_states`` of the labelled conversations,
-    whose axis 1 holds ``layer_ids``). The layer among ``candidates`` (default all) with the best
-    out-of-fold AUC is chosen; the threshold is the lowest at which at most ``max_fpr`` of the benign
-    conversations are refused out of fold; the route threshold the highest at which at most ``max_fnr`` of
-    the harmful ones score below it out of fold. ``c`` is the inverse L2 strength of the logistic regression."""
+    whose axis 1 holds ``layer_ids``). One regression per layer among ``candidates`` (default all) is
+    cross-validated; for each size ``k`` in ``ensembles``, the ``k`` layers of best out-of-fold AUC are
+    averaged in logit space, and the size whose averaged out-of-fold scores have the best AUC is kept
+    (ties: the smaller; ``ensembles=(1,)`` keeps the single best layer). The threshold is the lowest at
+    which at most ``max_fpr`` of the benign conversations are refused out of fold; the route threshold
+    the highest at which at most ``max_fnr`` of the harmful ones score below it out of fold. ``c`` is the
+    inverse L2 strength of the logistic regression."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -213,6 +237,8 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
         raise SpecError(f"max_fpr must be in [0, 1), got {max_fpr}")
     if not 0 <= max_fnr < 1:
         raise SpecError(f"max_fnr must be in [0, 1), got {max_fnr}")
+    if not ensembles or min(ensembles) < 1:
+        raise SpecError(f"ensemble sizes must be positive, got {list(ensembles)}")
     y = np.asarray(labels)
     g = list(groups) if groups is not None else [str(i) for i in range(len(y))]
     if len(g) != len(y) or states.shape[0] != len(y):
@@ -230,32 +256,41 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
 
     splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(y.reshape(-1, 1), y, g))
     auc: dict[int, float] = {}
-    oofs: dict[int, Any] = {}
+    oofs: dict[int, Any] = {}  # out-of-fold logits per layer
     for j in cands:
         x = states[:, j].astype(np.float64)
         oof = np.zeros(len(y))
         for tr, te in splits:
             xt, mu, sd = standardise(x[tr])
             clf = LogisticRegression(C=c, max_iter=2000).fit(xt, y[tr])
-            oof[te] = clf.predict_proba((x[te] - mu) / sd)[:, 1]
+            oof[te] = clf.decision_function((x[te] - mu) / sd)
         auc[layer_ids[j]] = float(roc_auc_score(y, oof))
         oofs[layer_ids[j]] = oof
-    best = max(auc, key=lambda L: (auc[L], -L))
-    oof = oofs[best]
+    ranked = sorted(auc, key=lambda L: (-auc[L], L))
+    by_size: dict[int, float] = {}
+    for size in sorted(set(min(n, len(ranked)) for n in ensembles)):
+        by_size[size] = float(roc_auc_score(y, np.mean([oofs[L] for L in ranked[:size]], axis=0)))
+    size = max(by_size, key=lambda n: (by_size[n], -n))
+    chosen = sorted(ranked[:size])
+    oof = 1.0 / (1.0 + np.exp(-np.mean([oofs[L] for L in chosen], axis=0)))
     threshold = _threshold_at_fpr(oof[y == 0].tolist(), max_fpr)
     route = min(_route_at_fnr(oof[y == 1].tolist(), max_fnr), threshold)
-    xs, mu, sd = standardise(states[:, layer_ids.index(best)].astype(np.float64))
-    clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y)
+    mus, sds, ws, bs = [], [], [], []
+    for L in chosen:  # the averaged regressions as one linear model on the concatenated states
+        xs, mu, sd = standardise(states[:, layer_ids.index(L)].astype(np.float64))
+        clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y)
+        mus.append(mu), sds.append(sd), ws.append(clf.coef_[0] / size), bs.append(float(clf.intercept_[0]))
     metrics = {
-        "auc_by_layer": auc, "auc": auc[best], "folds": k,
+        "auc_by_layer": auc, "auc_by_ensemble_size": by_size, "auc": by_size[size], "folds": k,
         "oof_harmful_flagged": float((oof[y == 1] >= threshold).mean()),
         "oof_benign_flagged": float((oof[y == 0] >= threshold).mean()),
         "oof_harmful_routed": float((oof[y == 1] < route).mean()),
         "oof_benign_routed": float((oof[y == 0] < route).mean()), "max_fnr": max_fnr,
         "n_harmful": int(y.sum()), "n_benign": int((1 - y).sum()), "n_groups": n_groups, "c": c, "max_fpr": max_fpr,
     }
-    return RequestProbe(layer=best, pool=pool, mean=mu.tolist(), scale=sd.tolist(), weight=clf.coef_[0].tolist(),
-                        bias=float(clf.intercept_[0]), threshold=threshold, model=model, adapter=adapter,
+    return RequestProbe(layer=chosen[0] if size == 1 else chosen, pool=pool, mean=np.concatenate(mus).tolist(),
+                        scale=np.concatenate(sds).tolist(), weight=np.concatenate(ws).tolist(),
+                        bias=float(np.mean(bs)), threshold=threshold, model=model, adapter=adapter,
                         route_threshold=route, metrics=metrics)
 
 
