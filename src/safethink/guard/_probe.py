@@ -116,7 +116,7 @@ class RequestProbe:
     """p(harmful) below which the probe guard's ``route="base"`` lets the base model answer: the highest
     cut at which at most ``max_fnr`` of the harmful training forms fall below it, out of fold."""
     metrics: dict[str, Any] = field(default_factory=dict)
-    """Cross-validation results: per-layer AUC, the chosen layer's rates at the threshold, counts."""
+    """Cross-validation results: AUC per layer and per ensemble size, the chosen probe's rates at the threshold, counts."""
 
     @property
     def layers(self) -> list[int]:
