@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--fit-attacks", default=None, help="Attacks the probe is fitted under (default: --attacks).")
     ap.add_argument("--max-fpr", type=float, default=0.05)
     ap.add_argument("--c", type=float, default=0.1)
+    ap.add_argument("--pool", choices=("last", "mean"), default="last",
+                    help="The state at the last prompt token, or the mean over the prompt.")
     ap.add_argument("--ensembles", default="1,3,5,8",
                     help="Ensemble sizes to cross-validate (the k best layers averaged; 1 = the single best layer).")
     ap.add_argument("--all-train-pairs", action="store_true",
@@ -97,13 +99,14 @@ def main() -> None:
     def states_of(key: str, convs: list) -> np.ndarray:
         """All-layer last-token states, kept under --cache by (model, set, attack, seed)."""
         if not args.cache:
-            return prompt_states(model, convs)
-        f = Path(args.cache) / f"{(args.model + '-' + (args.adapter or '')).replace('/', '_')}-{key}.npy"
+            return prompt_states(model, convs, pool=args.pool)
+        pooled = "" if args.pool == "last" else f"-{args.pool}"  # last-token files keep their old names
+        f = Path(args.cache) / f"{(args.model + '-' + (args.adapter or '')).replace('/', '_')}{pooled}-{key}.npy"
         digest = hashlib.sha256(json.dumps(convs, sort_keys=True).encode()).hexdigest()
         tag = f.with_suffix(".sha256")  # the conversations the cached states are of
         if f.is_file() and tag.is_file() and tag.read_text() == digest:
             return np.load(f)
-        x = prompt_states(model, convs)
+        x = prompt_states(model, convs, pool=args.pool)
         f.parent.mkdir(parents=True, exist_ok=True)
         np.save(f, x)
         tag.write_text(digest)
@@ -142,7 +145,7 @@ def main() -> None:
     def fit(mask, candidates=None):
         """A probe on the rows in mask; with candidates, an ensemble of exactly those layers."""
         return fit_probe_on_states(x[mask], y[mask], [g for g, m in zip(groups, mask) if m], layer_ids=layer_ids,
-                                   candidates=candidates or layer_ids[1:], model=model.spec, c=args.c,
+                                   candidates=candidates or layer_ids[1:], model=model.spec, c=args.c, pool=args.pool,
                                    max_fpr=args.max_fpr,
                                    ensembles=(len(candidates),) if candidates else ensembles)
 
