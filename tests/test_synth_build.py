@@ -149,6 +149,6 @@ def test_retain_progress_is_a_running_total(tmp_path, tiny_model):
     seen: list[int] = []
     ans = RetainAnswerer(max_new_tokens=3, batch_size=2, cache_dir=tmp_path, model_obj=tiny_model)
     first = ans.answer(prompts, progress=seen.append)
-    assert seen == [2, 4, 5] and len(first) == 5
+    assert seen == [0, 2, 4, 5] and len(first) == 5
     seen.clear()  # all cached now: the same counts, and the same answers
-    assert ans.answer(prompts, progress=seen.append) == first and seen == [2, 4, 5]
+    assert ans.answer(prompts, progress=seen.append) == first and seen == [0, 2, 4, 5]

@@ -72,11 +72,14 @@ class RetainAnswerer:
 
     def answer(self, prompts: Sequence[str], progress: Callable[[int], None] | None = None) -> list[str]:
         """One answer per prompt, in order. Prompts are answered in fixed groups of ``batch_size``;
-        ``progress`` gets the number of prompts answered so far (cached ones included) after each group."""
+        ``progress`` gets the number of prompts answered so far (cached ones included): 0 first, then after
+        each group."""
         from ..models import GenerationConfig
 
         cache = self._load_cache()
         keys = [_key(p) for p in prompts]
+        if progress:
+            progress(0)
         for start in range(0, len(prompts), self.batch_size):
             group = list(range(start, min(start + self.batch_size, len(prompts))))
             if all(keys[i] in cache for i in group):
