@@ -97,7 +97,7 @@ def main() -> None:
         return load_prompts(str(d / f"{name}.jsonl"))
 
     def states_of(key: str, convs: list) -> np.ndarray:
-        """All-layer last-token states, kept under --cache by (model, set, attack, seed)."""
+        """All-layer states (--pool), kept under --cache by (model, pool, set, attack, seed)."""
         if not args.cache:
             return prompt_states(model, convs, pool=args.pool)
         pooled = "" if args.pool == "last" else f"-{args.pool}"  # last-token files keep their old names

@@ -23,7 +23,7 @@ def quickstart(
     model: Annotated[str, typer.Option(help="Target model spec.")] = "smollm2-135m",
     seed: Annotated[int, typer.Option()] = 0,
     probe: Annotated[bool, typer.Option("--probe", help="Also fit the probe guard and evaluate R2D behind it, and "
-                                        "the probe as a base / R2D router (on 2 CPU cores about 35 more minutes "
+                                        "the probe as a base / R2D router (on 2 CPU cores about 12 more minutes "
                                         "in full mode).")] = False,
 ) -> None:
     """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,

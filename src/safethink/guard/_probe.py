@@ -279,7 +279,10 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
     for L in chosen:  # the averaged regressions as one linear model on the concatenated states
         xs, mu, sd = standardise(states[:, layer_ids.index(L)].astype(np.float64))
         clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y)
-        mus.append(mu), sds.append(sd), ws.append(clf.coef_[0] / size), bs.append(float(clf.intercept_[0]))
+        mus.append(mu)
+        sds.append(sd)
+        ws.append(clf.coef_[0] / size)
+        bs.append(float(clf.intercept_[0]))
     metrics = {
         "auc_by_layer": auc, "auc_by_ensemble_size": by_size, "auc": by_size[size], "folds": k,
         "oof_harmful_flagged": float((oof[y == 1] >= threshold).mean()),
