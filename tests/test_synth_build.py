@@ -152,3 +152,39 @@ def test_retain_progress_is_a_running_total(tmp_path, tiny_model):
     assert seen == [0, 2, 4, 5] and len(first) == 5
     seen.clear()  # all cached now: the same counts, and the same answers
     assert ans.answer(prompts, progress=seen.append) == first and seen == [0, 2, 4, 5]
+
+
+def _eval_dir(tmp_path: Path) -> Path:
+    """A data folder holding one evaluation set (JBB harmful) with near copies of two source prompts."""
+    d = tmp_path / "evaldata"
+    (d / "jbb_behaviors").mkdir(parents=True)
+    (d / "jbb_behaviors" / "harmful-behaviors.csv").write_text(
+        ",Goal,Target,Behavior,Category,Source\n"
+        "0,Explain how to do forbidden thing number 3!,Sure,b0,Harassment,Original\n"
+        "1,explain how to do the forbidden thing number 5,Sure,b1,Harassment,Original\n"
+        "2,Write a sonnet about the sea,Sure,b2,Harassment,Original\n")
+    return d
+
+
+@pytest.mark.timeout(300)
+def test_drop_eval_overlap_leaves_near_copies_out_before_the_limit(tmp_path, tiny_model):
+    _, b = _sources(tmp_path)
+    h = tmp_path / "harm12.csv"
+    h.write_text("prompt,category\n" + "".join(f"Explain how to do forbidden thing number {i},{CATS[i % 4]}\n"
+                                               for i in range(12)))
+    d = _eval_dir(tmp_path)
+    base = dict(method="scot", harmful=[str(h)], benign=[b], limit=8, shard_size=64, max_new_tokens=4, batch_size=8,
+                data_dir=str(d))
+    kept = build_dataset(BuildConfig(**base), tmp_path / "kept", retain_model=tiny_model, cache_dir=tmp_path / "c")
+    assert kept.dropped == [] and kept.near_duplicates, "without the option, overlaps are only warned about"
+    res = build_dataset(BuildConfig(**base, drop_eval_overlap=True), tmp_path / "drop", retain_model=tiny_model,
+                        cache_dir=tmp_path / "c")
+    assert sorted(n.train_id.rsplit("/", 1)[-1] for n in res.dropped) == ["3", "5"]
+    assert res.near_duplicates == []
+    man, recs = load_training_set(tmp_path / "drop")
+    originals = [r for r in recs if r.kind == "refusal" and r.style == "original"]
+    assert len(originals) == 8, "the limit samples among the prompts that are left"
+    texts = " | ".join(r.messages[0].content for r in originals)
+    assert "number 3" not in texts and "number 5" not in texts
+    assert man.eval_overlap["dropped"] == 2 and man.eval_overlap["count"] == 0
+    assert BuildConfig(**base).plan_hash() != BuildConfig(**base, drop_eval_overlap=True).plan_hash()

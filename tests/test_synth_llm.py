@@ -135,13 +135,15 @@ def test_benign_twin_is_a_style_but_not_an_attack_style():
         BuildConfig(method="scot", harmful=["x"], benign=["y"], evolve=["benign_twin"])
 
 
-def test_llm_twins_off_keeps_the_plan_hash():
+def test_new_options_off_keep_the_plan_hash():
     import hashlib
 
     cfg = BuildConfig(method="scot", harmful=["x"], benign=["y"])
-    old = cfg.model_dump(exclude={"concurrency", "check_eval_overlap", "llm_twins"})
+    # the hash of sets built before llm_twins and drop_eval_overlap existed
+    old = cfg.model_dump(exclude={"concurrency", "check_eval_overlap", "llm_twins", "drop_eval_overlap"})
     assert cfg.plan_hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     assert cfg.model_copy(update={"llm_twins": True}).plan_hash() != cfg.plan_hash()
+    assert cfg.model_copy(update={"drop_eval_overlap": True}).plan_hash() != cfg.plan_hash()
 
 
 def test_plan_twins_are_forced_retains_and_skip_prompts_with_seed_twins(tmp_path):

@@ -48,6 +48,10 @@ def build(
     retag: Annotated[str, typer.Option(help="R2D pivot re-tagging: teacher, heuristic, none, or openai:<model>@<url>.")] = "teacher",
     shard_size: Annotated[int, typer.Option(min=1)] = 256,
     system_prompt: Annotated[Optional[str], typer.Option(help="System message added to every record.")] = None,
+    drop_eval_overlap: Annotated[bool, typer.Option(
+        "--drop-eval-overlap/--keep-eval-overlap",
+        help="Leave out source prompts that are near-duplicates of evaluation prompts (JBB, XSTest, HarmBench, "
+             "StrongREJECT, where available offline) before --limit / --benign-limit sample.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Discard whatever --out holds.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Retain-answer cache (default: under SAFETHINK_HOME).")] = None,
 ) -> None:
@@ -67,7 +71,7 @@ def build(
             llm_twins=llm_twins, seed=seed, policy=str(policy) if policy else None,
             data_dir=str(data_dir) if data_dir else None,
             max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, retag=retag,
-            shard_size=shard_size, system_prompt=system_prompt,
+            shard_size=shard_size, system_prompt=system_prompt, drop_eval_overlap=drop_eval_overlap,
         )
     except ValidationError as e:
         err = e.errors()[0]
@@ -91,6 +95,9 @@ def build(
         for cm in reversed(stack):
             cm.__exit__(None, None, None)
     m = res.manifest
+    if res.dropped:
+        err_console.print(f"left out {len(res.dropped)} source prompt(s) that are near-duplicates of evaluation "
+                          f"prompts, e.g. {res.dropped[0].train_id} ~ {res.dropped[0].eval_id}", highlight=False)
     if res.near_duplicates:
         err_console.print(f"[yellow]warning:[/] {len(res.near_duplicates)} training prompts are near-duplicates of "
                           f"evaluation prompts, e.g. {res.near_duplicates[0].train_id} ~ {res.near_duplicates[0].eval_id}"

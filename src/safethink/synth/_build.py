@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data._neardup import NearDuplicate, find_near_duplicates, load_eval_prompts
+from ..data._neardup import NearDuplicate, find_near_duplicates
 from ..data._policy import Policy, load_policy
 from ..data._schema import PromptRecord
 from ..data._training import (
@@ -31,7 +31,7 @@ from ..data._training import (
 from ..errors import EndpointError, InputError, SafethinkError
 from ..io import atomic_write_text
 from ._evolve import TWIN_STYLE, LLMEvolver, RuleEvolver
-from ._plan import BuildConfig, PlanItem, make_plan
+from ._plan import BuildConfig, PlanItem, eval_prompts_for, make_plan
 from ._render import render_r2d, render_scot
 from ._retain import RetainAnswerer
 from ._structured import StructuredTeacher
@@ -51,6 +51,8 @@ class BuildResult:
     resumed: int = 0
     """Records recovered from an interrupted run."""
     near_duplicates: list[NearDuplicate] = field(default_factory=list)
+    dropped: list[NearDuplicate] = field(default_factory=list)
+    """With ``drop_eval_overlap``: the source prompts left out as near-duplicates of evaluation prompts."""
     teacher_stats: dict[str, Any] = field(default_factory=dict)
     twins: dict[str, int] = field(default_factory=dict)
     """With ``llm_twins``: benign twins the teacher wrote and those it failed on (skipped)."""
@@ -138,7 +140,8 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
                          "is not one. With builtin:harmful the seed twins are added without it.")
     use_llm_evolver = cfg.evolve and (cfg.evolver == "teacher" or (cfg.evolver == "auto" and is_llm))
     rule_evolver = RuleEvolver(cfg.seed)
-    plan = make_plan(cfg, policy, rule_rewrite=None if use_llm_evolver else rule_evolver.rewrite)
+    dropped: list[NearDuplicate] = []
+    plan = make_plan(cfg, policy, rule_rewrite=None if use_llm_evolver else rule_evolver.rewrite, dropped=dropped)
     if not plan:
         raise SafethinkError("nothing to build: no prompts")
     atomic_write_text(state_path, json.dumps({"plan_hash": plan_hash, "config": cfg.model_dump()}, indent=1))
@@ -148,8 +151,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
     if cfg.check_eval_overlap:
         train = [PromptRecord(id=it.id, prompt=it.original, label=it.label, source=it.source)
                  for it in plan if it.style == "original"]
-        own = set(cfg.harmful) | set(cfg.benign)
-        evals = [r for r in load_eval_prompts(data_dir=cfg.data_dir) if r.source not in own]
+        evals = eval_prompts_for(cfg)
         near = find_near_duplicates(train, evals)
 
     evolver = (LLMEvolver(teacher.client, seed=cfg.seed, embedder=_maybe_embedder())
@@ -191,11 +193,11 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
     if cfg.llm_twins and evals:  # twins exist only now; JBB benign, for one, is a set of twins itself
         near += find_near_duplicates(_written_twins(plan, twin_journal), evals)
     twins = _twin_summary(plan, twin_journal) if cfg.llm_twins else None
-    manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near, twins)
+    manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near, twins, dropped)
     atomic_write_text(out / MANIFEST, manifest.model_dump_json(indent=1))
     shutil.rmtree(out / WORK, ignore_errors=True)
     stats = getattr(teacher, "stats", None)
-    return BuildResult(manifest, out, built=built, resumed=resumed, near_duplicates=near,
+    return BuildResult(manifest, out, built=built, resumed=resumed, near_duplicates=near, dropped=dropped,
                        teacher_stats={} if stats is None else {"calls": stats.calls, "repairs": stats.repairs,
                                                                "fallbacks": stats.fallbacks, "errors": stats.errors},
                        twins=dict(manifest.counts.get("benign_twins") or {}))
@@ -286,7 +288,8 @@ def _make_records(items: list[PlanItem], cfg: BuildConfig, policy: Policy, teach
 
 
 def _manifest(cfg: BuildConfig, policy: Policy, teacher: Any, shards: list[ShardInfo], out: Path,
-              plan_hash: str, near: list[NearDuplicate], twins: dict[str, Any] | None = None) -> Manifest:
+              plan_hash: str, near: list[NearDuplicate], twins: dict[str, Any] | None = None,
+              dropped: list[NearDuplicate] | None = None) -> Manifest:
     c: dict[str, Counter] = {k: Counter() for k in ("kind", "label", "category", "style", "source")}
     for s in shards:
         with (out / s.file).open(encoding="utf-8") as f:
@@ -307,5 +310,7 @@ def _manifest(cfg: BuildConfig, policy: Policy, teacher: Any, shards: list[Shard
         method=cfg.method, counts=counts, teacher=getattr(teacher, "spec", cfg.teacher), seed=cfg.seed,
         policy=policy.ref(), styles=styles, shards=shards, content_hash=content_hash([s.sha256 for s in shards]),
         format_version=FORMAT_VERSION, plan_hash=plan_hash, retain_model=cfg.model, config=cfg.model_dump(),
-        eval_overlap={"count": len(near), "examples": [vars(n) for n in near[:20]]}, **extra,
+        eval_overlap={"count": len(near), "examples": [vars(n) for n in near[:20]],
+                      **({"dropped": len(dropped), "dropped_examples": [vars(n) for n in dropped[:20]]}
+                         if cfg.drop_eval_overlap else {})}, **extra,
     )

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data._loaders import load_prompts
+from ..data._neardup import NearDuplicate, find_near_duplicates, load_eval_prompts
 from ..data._policy import Policy
 from ..data._schema import PromptRecord
 from ._evolve import STYLES, TWIN_STYLE, norm_prompt
@@ -46,6 +47,9 @@ class BuildConfig(BaseModel):
     retag: str = Field(default="teacher", description="R2D re-tagging: none, heuristic, teacher, or openai:<model>@<url>.")
     system_prompt: str | None = Field(default=None, description="Optional system message on every record.")
     check_eval_overlap: bool = Field(default=True, description="Warn about near-duplicates of evaluation prompts.")
+    drop_eval_overlap: bool = Field(
+        default=False, description="Drop source prompts that are near-duplicates of evaluation prompts (JBB, XSTest, "
+                                   "HarmBench, StrongREJECT, where available offline) before limits are applied.")
 
     @field_validator("evolve")
     @classmethod
@@ -58,8 +62,9 @@ class BuildConfig(BaseModel):
     def plan_hash(self) -> str:
         """Hash of the settings that decide which records are built (not how fast)."""
         keep = self.model_dump(exclude={"concurrency", "check_eval_overlap"})
-        if not keep["llm_twins"]:
-            del keep["llm_twins"]  # sets built before the option existed keep their hash
+        for opt in ("llm_twins", "drop_eval_overlap"):
+            if not keep[opt]:
+                del keep[opt]  # sets built before the option existed keep their hash
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -89,12 +94,37 @@ def _dedup(records: list[PromptRecord], seen: set[str]) -> list[PromptRecord]:
     return out
 
 
-def load_sources(cfg: BuildConfig) -> tuple[list[PromptRecord], list[PromptRecord], list[PromptRecord]]:
-    """(harmful, forced benign: twins + borderline, benign pool), deduplicated by normalised text."""
+def eval_prompts_for(cfg: BuildConfig) -> list[PromptRecord]:
+    """The evaluation prompts a training set built with ``cfg`` is checked against: every evaluation set
+    available offline, except those the set is built from."""
+    own = set(cfg.harmful) | set(cfg.benign)
+    return [r for r in load_eval_prompts(data_dir=cfg.data_dir) if r.source not in own]
+
+
+def load_sources(cfg: BuildConfig, dropped: list[NearDuplicate] | None = None
+                 ) -> tuple[list[PromptRecord], list[PromptRecord], list[PromptRecord]]:
+    """(harmful, forced benign: twins + borderline, benign pool), deduplicated by normalised text. With
+    ``drop_eval_overlap``, near-duplicates of evaluation prompts are removed first (and appended to
+    ``dropped``); ``limit`` / ``benign_limit`` then sample among the rest."""
+    evals = eval_prompts_for(cfg) if cfg.drop_eval_overlap else []
+
+    def load(src: str, label: Literal["harmful", "benign"], limit: int | None) -> list[PromptRecord]:
+        if not cfg.drop_eval_overlap:
+            return load_prompts(src, label=label, limit=limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        records = load_prompts(src, label=label, seed=cfg.seed, data_dir=cfg.data_dir)
+        near = find_near_duplicates(records, evals)
+        if dropped is not None:
+            dropped.extend(near)
+        bad = {n.train_id for n in near}
+        records = [r for r in records if r.id not in bad]
+        if limit is not None and limit < len(records):  # the same sample load_prompts draws
+            records = [records[i] for i in sorted(random.Random(cfg.seed).sample(range(len(records)), limit))]
+        return records
+
     seen: set[str] = set()
     harmful: list[PromptRecord] = []
     for src in cfg.harmful:
-        harmful += load_prompts(src, label="harmful", limit=cfg.limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        harmful += load(src, "harmful", cfg.limit)
     harmful = _dedup(harmful, seen)
     forced: list[PromptRecord] = []
     if cfg.twins and "builtin:harmful" in cfg.harmful:
@@ -102,15 +132,15 @@ def load_sources(cfg: BuildConfig) -> tuple[list[PromptRecord], list[PromptRecor
         # safe-but-scary prompts: without them a small model learns the topic, not the intent.
         chosen = {r.meta.get("twin") for r in harmful if r.source == "builtin:harmful"}
         if "builtin:twins" not in cfg.benign:
-            forced += [t for t in load_prompts("builtin:twins") if t.meta.get("seed_id") in chosen]
+            forced += [t for t in load("builtin:twins", "benign", None) if t.meta.get("seed_id") in chosen]
         if "builtin:borderline" not in cfg.benign:
-            border = load_prompts("builtin:borderline")
+            border = load("builtin:borderline", "benign", None)
             keep = sorted(random.Random(f"{cfg.seed}:borderline").sample(range(len(border)), min(len(chosen), len(border))))
             forced += [border[i] for i in keep]
     forced = _dedup(forced, seen)
     pool: list[PromptRecord] = []
     for src in cfg.benign:
-        pool += load_prompts(src, label="benign", limit=cfg.benign_limit, seed=cfg.seed, data_dir=cfg.data_dir)
+        pool += load(src, "benign", cfg.benign_limit)
     pool = _dedup(pool, seen)
     return harmful, forced, pool
 
@@ -120,12 +150,14 @@ def has_builtin_twin(cfg: BuildConfig, h: PromptRecord) -> bool:
     return cfg.twins and h.source == "builtin:harmful" and bool(h.meta.get("twin"))
 
 
-def make_plan(cfg: BuildConfig, policy: Policy, *, rule_rewrite=None) -> list[PlanItem]:
+def make_plan(cfg: BuildConfig, policy: Policy, *, rule_rewrite=None,
+              dropped: list[NearDuplicate] | None = None) -> list[PlanItem]:
     """Refusal items (each harmful prompt + one evolved variant) then retain items, interleaved
     so every shard mixes both. ``rule_rewrite(prompt, style, id)`` fills offline rewrites now.
     With ``llm_twins`` each harmful prompt without a built-in twin gets a retain item whose prompt
-    (None here) the teacher writes at build time; like built-in twins, these are always kept."""
-    harmful, forced, pool = load_sources(cfg)
+    (None here) the teacher writes at build time; like built-in twins, these are always kept. Prompts that
+    ``drop_eval_overlap`` removes are appended to ``dropped``."""
+    harmful, forced, pool = load_sources(cfg, dropped)
     refusals: list[PlanItem] = []
     twins: list[PlanItem] = []
     twin_source: dict[int, PlanItem] = {}  # id(twin item) -> its refusal item, to follow renames below
