@@ -112,23 +112,7 @@ def main() -> None:
         tag.write_text(digest)
         return x
 
-    tr_h = records("harmful_train")
-    tr_b = [r for n in ("twins_train", "benign_train", "borderline_train") for r in records(n)]
-    held = {r.prompt for n in ("harmful_eval", "twins_eval", "benign_eval", "borderline_eval") for r in records(n)}
-    if args.all_train_pairs:
-        # every other pair of the seed set; a pair is out when either side is held out
-        twin_of = {t.meta["twin_of"]: t for t in load_prompts("builtin:twins")}
-        used = {r.prompt for r in [*tr_h, *tr_b]}
-        for h in load_prompts("builtin:harmful"):
-            t = twin_of.get(h.meta["seed_id"])
-            if h.prompt in held | used or (t is not None and t.prompt in held | used):
-                continue
-            tr_h.append(h)
-            if t is not None:
-                tr_b.append(t)
-    leaked = held & {r.prompt for r in [*tr_h, *tr_b]}
-    if leaked:
-        raise SystemExit(f"{len(leaked)} held-out prompts are among the training prompts, e.g. {sorted(leaked)[0]!r}")
+    tr_h, tr_b = training_records(d, args.all_train_pairs)
     states, labels, groups, forms = [], [], [], []
     for recs, label in ((tr_h, 1), (tr_b, 0)):
         for a in fit_attacks:
@@ -236,6 +220,29 @@ def main() -> None:
     sweep = threshold_sweep(args, probe, model, console) if args.eval else []
     write(args, {"layer": probe.layer, "threshold": probe.threshold, "metrics": probe.metrics, "fit_attacks": fit_attacks,
                  "rows": rows, "per_layer": per_layer, "sweep": sweep, "seconds": time.perf_counter() - t0}, console)
+
+
+def training_records(d: Path, all_pairs: bool) -> tuple[list, list]:
+    """The split's harmful and benign training requests; with ``all_pairs`` also every other seed pair outside
+    the held-out split (a pair is out when either side is held out). Stops if a held-out prompt is among them."""
+    records = lambda name: load_prompts(str(d / f"{name}.jsonl"))  # noqa: E731
+    tr_h = records("harmful_train")
+    tr_b = [r for n in ("twins_train", "benign_train", "borderline_train") for r in records(n)]
+    held = {r.prompt for n in ("harmful_eval", "twins_eval", "benign_eval", "borderline_eval") for r in records(n)}
+    if all_pairs:
+        twin_of = {t.meta["twin_of"]: t for t in load_prompts("builtin:twins")}
+        used = {r.prompt for r in [*tr_h, *tr_b]}
+        for h in load_prompts("builtin:harmful"):
+            t = twin_of.get(h.meta["seed_id"])
+            if h.prompt in held | used or (t is not None and t.prompt in held | used):
+                continue
+            tr_h.append(h)
+            if t is not None:
+                tr_b.append(t)
+    leaked = held & {r.prompt for r in [*tr_h, *tr_b]}
+    if leaked:
+        raise SystemExit(f"{len(leaked)} held-out prompts are among the training prompts, e.g. {sorted(leaked)[0]!r}")
+    return tr_h, tr_b
 
 
 def write(args, result: dict, console) -> None:

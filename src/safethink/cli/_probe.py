@@ -18,7 +18,7 @@ probe_app = typer.Typer(help="The probe guard: fit a linear probe on a model's h
 def fit(
     harmful: Annotated[list[str], typer.Option(help="Harmful prompt source: dataset name, path or builtin:harmful (repeatable).")],
     benign: Annotated[list[str], typer.Option(help="Benign prompt source, e.g. builtin:twins (repeatable).")],
-    out: Annotated[Path, typer.Option(help="Probe file to write (JSON).")],
+    out: Annotated[Path, typer.Option(help="Probe file to write (JSON); with --tune, a directory.")],
     model: Annotated[str, typer.Option(help="The model the guard will protect: smollm2-135m or hf:<id|path>.")] = "smollm2-135m",
     adapter: Annotated[Optional[str], typer.Option(help="A trained adapter run on top of --model.")] = None,
     attacks: Annotated[str, typer.Option(help="Comma list of prompt-only attacks every request is fitted under.")] = "none",
@@ -32,6 +32,14 @@ def fit(
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     data_dir: Annotated[Optional[str], typer.Option(help="Directory with local copies of public datasets.")] = None,
+    tune: Annotated[bool, typer.Option("--tune", help="Fine-tune a tuned probe instead (LoRA on the lower blocks and a "
+                                                      "linear head; minutes of training, not seconds).")] = False,
+    tune_layer: Annotated[Optional[int], typer.Option(min=1, help="--tune: read-out block (default: 2/3 of the depth).")] = None,
+    epochs: Annotated[float, typer.Option(min=0.01, help="--tune: passes over the training forms.")] = 2.0,
+    rank: Annotated[int, typer.Option(min=1, help="--tune: LoRA rank.")] = 8,
+    lr: Annotated[float, typer.Option(min=1e-7, help="--tune: learning rate.")] = 5e-4,
+    val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="--tune: share of request groups kept out "
+                                                                       "of training to set the thresholds.")] = 0.15,
 ) -> None:
     """Fit a probe that tells harmful from benign requests by the model's hidden state; writes --out."""
     from ..errors import SpecError
@@ -44,40 +52,61 @@ def fit(
         sizes = tuple(int(n) for n in ensembles.split(","))
     except ValueError:
         raise SpecError(f"--ensembles {ensembles!r}: expected a comma list of whole numbers, e.g. 1,3,5,8") from None
+    if tune and (adapter or layer or pool != "last"):
+        raise SpecError("--tune fits on the base model at one read-out block: use --tune-layer, not --layer, "
+                        "and neither --adapter nor --pool")
+    attack_list = [a for a in attacks.split(",") if a]
     quiet_hf()
     m = load_model(model, adapter=adapter)
-    with console.status("computing hidden states and cross-validating layers"):
-        probe = fit_probe_from_sources(m, harmful, benign, attacks=[a for a in attacks.split(",") if a], seed=seed,
-                                       limit=limit, data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr,
-                                       max_fnr=max_fnr, ensembles=sizes)
+    if tune:
+        with console.status("tuning: step 0") as status:
+            state = {"steps": 0}
+
+            def step(k: int) -> None:
+                state["steps"] += k
+                status.update(f"tuning: step {state['steps']}")
+
+            probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
+                                           data_dir=data_dir, tune=True, layer=tune_layer, epochs=epochs, rank=rank,
+                                           lr=lr, val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr,
+                                           progress=step)
+    else:
+        with console.status("computing hidden states and cross-validating layers"):
+            probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
+                                           data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr,
+                                           max_fnr=max_fnr, ensembles=sizes)
     probe.save(out)
     mt = probe.metrics
-    table = Table(title=f"probe -> {out}")
+    where = "validation" if tune else "out-of-fold"
+    table = Table(title=f"{'tuned ' if tune else ''}probe -> {out}")
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("examples", f"{mt['n_harmful']} harmful, {mt['n_benign']} benign ({mt['n_groups']} groups)")
-    table.add_row("layer" if len(probe.layers) == 1 else "layers (mean of their logits)", f"{probe.layer} ({probe.pool})")
-    table.add_row("out-of-fold AUC", f"{mt['auc']:.3f}")
+    if tune:
+        table.add_row("read-out block", f"{probe.layer} (LoRA r={rank}, {mt['steps']} steps, {mt['train_seconds']:.0f} s)")
+    else:
+        table.add_row("layer" if len(probe.layers) == 1 else "layers (mean of their logits)", f"{probe.layer} ({probe.pool})")
+    table.add_row(f"{where} AUC", f"{mt['auc']:.3f}")
     table.add_row("threshold", f"{probe.threshold:.4f}")
-    table.add_row("out-of-fold flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")
+    table.add_row(f"{where} flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")
     table.add_row("route threshold", f"{probe.route_threshold:.4f}")
-    table.add_row("out-of-fold routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
+    table.add_row(f"{where} routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
     console.print(table)
     console.print(f"use it: safethink serve --guard probe --guard-arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
 
 
 @probe_app.command("score")
 def score(
-    probe: Annotated[Path, typer.Argument(help="A probe file from `safethink probe fit`.")],
+    probe: Annotated[Path, typer.Argument(help="A probe file (or tuned probe directory) from `safethink probe fit`.")],
     prompt: Annotated[list[str], typer.Argument(help="Requests to score.")],
     model: Annotated[str, typer.Option()] = "smollm2-135m",
     adapter: Annotated[Optional[str], typer.Option()] = None,
 ) -> None:
     """Print p(harmful) of each request and whether the probe guard would refuse it."""
-    from ..guard import RequestProbe
+    from ..guard import load_probe
     from ..models import load_model
 
-    p = RequestProbe.load(probe)
+    p = load_probe(probe)
     quiet_hf()
     m = load_model(model, adapter=adapter)
     table = Table(title=f"{probe} (threshold {p.threshold:.4f})")

@@ -2,7 +2,8 @@
 
 Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``; names:
 ``none``, ``scot``, ``scot-verdict`` (SCoT verdicts read from their log-odds), ``r2d``,
-``r2d-pivot`` (decode-time pivot guard), ``probe`` (a linear probe on the model's hidden state) and the published baselines
+``r2d-pivot`` (decode-time pivot guard), ``probe`` (a linear probe on the model's hidden state, or a tuned
+probe: LoRA-adapted lower blocks with a linear head) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
 ``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
 """
@@ -13,6 +14,7 @@ from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexiti
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
 from ._probe import ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
+from ._tuned import TunedProbe, fit_tuned_probe, load_probe
 from ._verdict import SCoTVerdictGuard, verdict_scores
 from ._prompting import GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTPrompt, SelfReminder
 
@@ -46,8 +48,11 @@ __all__ = [
     "SCoTVerdictGuard",
     "SelfReminder",
     "SmoothLLM",
+    "TunedProbe",
     "create_guard",
     "fit_probe",
+    "fit_tuned_probe",
+    "load_probe",
     "fit_probe_on_states",
     "log_perplexities",
     "looks_like_refusal",

@@ -29,6 +29,7 @@ from ..models import ChatModel, Conversation, GenerationConfig, ProgressFn
 from ._base import GUARDS, GuardedOutput
 from ._core import GuardBase, GuardKind, refusal, text
 from ._filters import _hf_parts
+from ._tuned import TunedProbe, load_probe
 
 Pool = Literal["last", "mean"]
 PROBE_FORMAT = "safethink-probe/1"
@@ -324,8 +325,9 @@ class ProbeGuard(GuardBase):
     kind: ClassVar[GuardKind] = "filter"
 
     path: str | None = None
-    """A probe file from ``safethink probe fit`` / :meth:`RequestProbe.save`."""
-    probe: RequestProbe | None = None
+    """A probe file from ``safethink probe fit`` / :meth:`RequestProbe.save`, or a tuned probe directory
+    (``safethink probe fit --tune`` / :meth:`TunedProbe.save`)."""
+    probe: RequestProbe | TunedProbe | None = None
     """An in-memory probe instead of ``path``."""
     threshold: float | None = None
     """Override the probe's own threshold on p(harmful)."""
@@ -347,7 +349,7 @@ class ProbeGuard(GuardBase):
         if (self.path is None) == (self.probe is None):
             raise SpecError("guard 'probe': give exactly one of path= (a probe file) or probe=")
         if self.probe is None:
-            self.probe = RequestProbe.load(self.path)  # type: ignore[arg-type]
+            self.probe = load_probe(self.path)  # type: ignore[arg-type]
         for name in ("threshold", "route_threshold"):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:
@@ -372,6 +374,11 @@ class ProbeGuard(GuardBase):
     def _check(self, model: ChatModel) -> None:
         p = self.probe
         assert p is not None
+        if isinstance(p, TunedProbe):  # it runs its own copy of the base model: only the base must match
+            if self.check_model and p.model != model.spec:
+                raise SpecError(f"guard 'probe': the tuned probe was fitted on {p.model}, but the guarded model is "
+                                f"{model.spec}; fit one on this model or pass check_model=False")
+            return
         adapter = None if self.states == "base" else getattr(model, "adapter", None)
         if self.check_model and (p.model != model.spec or not _same_adapter(p.adapter, adapter)):
             fitted = p.model + (f" with adapter {p.adapter}" if p.adapter else "")

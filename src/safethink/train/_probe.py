@@ -44,13 +44,16 @@ def pair_key(rec: Any) -> str:
 
 def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[str], *,
                            attacks: Sequence[str] = ("none",), seed: int = 0, attack_seed: int | None = None,
-                           limit: int | None = None, data_dir: str | None = None, **fit_options: Any) -> Any:
+                           limit: int | None = None, data_dir: str | None = None, tune: bool = False,
+                           **fit_options: Any) -> Any:
     """Load ``harmful`` / ``benign`` prompt sources (names, paths, ``builtin:...``), put every request
-    under every attack and fit a :class:`~safethink.guard.RequestProbe` on ``model``.
+    under every attack and fit a :class:`~safethink.guard.RequestProbe` on ``model`` (with ``tune``, a
+    :class:`~safethink.guard.TunedProbe`).
 
-    ``fit_options`` go to :func:`safethink.guard.fit_probe` (``layers``, ``pool``, ``c``, ``max_fpr`` ...)."""
+    ``fit_options`` go to :func:`safethink.guard.fit_probe` (``layers``, ``pool``, ``c``, ``max_fpr`` ...),
+    or with ``tune`` to :func:`safethink.guard.fit_tuned_probe` (``layer``, ``epochs``, ``rank``, ``max_fpr`` ...)."""
     from ..data import load_prompts
-    from ..guard import fit_probe
+    from ..guard import fit_probe, fit_tuned_probe
 
     def load(sources: Sequence[str], label: str) -> list[Any]:
         out = []
@@ -62,7 +65,8 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
     aseed = seed + 1 if attack_seed is None else attack_seed
     hc, hg = attacked_examples(h, attacks, seed=aseed)
     bc, bg = attacked_examples(b, attacks, seed=aseed)
-    probe = fit_probe(model, hc, bc, groups=[*hg, *bg], seed=seed, **fit_options)
+    fit = fit_tuned_probe if tune else fit_probe
+    probe = fit(model, hc, bc, groups=[*hg, *bg], seed=seed, **fit_options)
     probe.metrics["fitted_on"] = {"harmful": list(harmful), "benign": list(benign), "attacks": list(attacks),
                                   "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b)}
     return probe
