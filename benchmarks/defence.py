@@ -3,11 +3,17 @@
 Train: AdvBench harmful prompts + harmless instructions (Alpaca, from the refusal-direction splits) +
 safethink's own benign twins and safe-but-scary prompts. Evaluate (never trained on): JBB harmful +
 benign, HarmBench val, StrongREJECT small, XSTest safe + unsafe, under the transform-attack suite.
-Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard (``--variants`` picks some).
+Ordinary requests: held-out Alpaca instructions (``harmless-val``), for the benign answer rate.
+Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard (``--variants`` picks some);
+with ``--probe`` also R2D behind the probe guard and the probe router (base / R2D), the probe fitted on the
+base model's states of the training prompts under ``--probe-attacks``.
 The attack suite runs on the ``--attacked`` sets (default: JBB harmful, the issue's target set); the
 other harmful sets get the plain request, so the cost stays within a CPU's reach.
 
-    python benchmarks/defence.py --data-dir ../shared/data --out runs/defence [--train-harmful 60] [--eval-limit 10]
+AdvBench prompts that are near copies of an evaluation prompt (word-set Jaccard >= 0.6; JBB reuses AdvBench)
+are dropped before anything is trained on them.
+
+    python benchmarks/defence.py --data-dir ../shared/data --out runs/defence [--train-harmful 60] [--eval-limit 10] [--probe]
 
 Prints the table and writes benchmarks/results/defence.json; stages are cached in --out.
 """
@@ -29,12 +35,14 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
+from safethink.data import find_near_duplicates, load_eval_prompts, load_prompts
+from safethink.io import write_jsonl
 from safethink.quickstart import (
-    VARIANTS, QuickstartConfig, build_training_sets, eval_specs, run_evaluations, summarise, train_adapters,
+    QuickstartConfig, build_training_sets, eval_specs, run_evaluations, summarise, train_adapters,
 )
 
 HARMFUL_SETS = {"jbb-harmful": "JBB harmful", "harmbench": "HarmBench val", "strongreject": "StrongREJECT"}
-BENIGN_SETS = {"jbb-benign": "JBB benign", "xstest": "XSTest safe"}
+BENIGN_SETS = {"jbb-benign": "JBB benign", "xstest": "XSTest safe", "harmless-val": "Alpaca (held out)"}
 
 TRANSFORM_ATTACKS = (
     "none", "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors",
@@ -51,10 +59,17 @@ def main() -> None:
     ap.add_argument("--train-harmful", type=int, default=60, help="AdvBench prompts trained on (each adds an evolved rewrite).")
     ap.add_argument("--benign-per-source", type=int, default=40,
                     help="Benign prompts trained on from each of: safethink twins, safe-but-scary, Alpaca harmless.")
-    ap.add_argument("--eval-limit", type=int, default=10, help="Prompts per evaluation set.")
+    ap.add_argument("--eval-limit", type=int, default=10, help="Prompts per harmful evaluation set.")
+    ap.add_argument("--benign-limit", type=int, default=None, help="Prompts per benign set (default: --eval-limit).")
+    ap.add_argument("--probe", action="store_true",
+                    help="Also fit the probe guard and evaluate R2D behind it and the probe router (base / R2D).")
+    ap.add_argument("--probe-attacks", default=None, help="Attacks the probe is fitted under (default: --attacks).")
+    ap.add_argument("--probe-benign", type=int, default=40,
+                    help="Benign prompts the probe is fitted on from each of: safethink twins, safe-but-scary, "
+                         "ordinary, Alpaca harmless (the harmful ones: the --train-harmful AdvBench prompts).")
     ap.add_argument("--attacks", default=",".join(TRANSFORM_ATTACKS))
     ap.add_argument("--attacked", default="jbb-harmful", help="Harmful sets that get every attack (comma list).")
-    ap.add_argument("--variants", default=",".join(v.name for v in VARIANTS))
+    ap.add_argument("--variants", default=None, help="Variant names (comma list; default: all).")
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/defence.json")
@@ -66,8 +81,13 @@ def main() -> None:
     console = Console()
     out = Path(args.out)
     cfg = QuickstartConfig(out=out, model=args.model, seed=args.seed, attacks=tuple(args.attacks.split(",")),
-                           max_new_tokens=args.max_new_tokens)
-    variants = tuple(v for v in VARIANTS if v.name in args.variants.split(","))
+                           max_new_tokens=args.max_new_tokens, probe=args.probe)
+    all_variants = cfg.variants()
+    wanted = args.variants.split(",") if args.variants else [v.name for v in all_variants]
+    unknown = set(wanted) - {v.name for v in all_variants}
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {[v.name for v in all_variants]}")
+    variants = tuple(v for v in all_variants if v.name in wanted)
     attacked = args.attacked.split(",")
 
     def progress(what: str, done: int, total: int) -> None:
@@ -75,16 +95,22 @@ def main() -> None:
             console.log(f"{what} {done}/{total}" if total else what)
 
     t0 = time.perf_counter()
+    harmful_train = clean_advbench(out, args.data_dir, args.seed, console)
     data = build_training_sets(
-        cfg, ["advbench"], ["builtin:twins", "builtin:borderline", "harmless"], progress,
+        cfg, [str(harmful_train)], ["builtin:twins", "builtin:borderline", "harmless"], progress,
         limit=args.train_harmful, benign_limit=args.benign_per_source, data_dir=args.data_dir,
         check_eval_overlap=True, retain_ratio=3 * args.benign_per_source / (2 * args.train_harmful),
     )
     t_data = time.perf_counter() - t0
     runs = train_adapters(cfg, data, progress)
+    if args.probe:
+        fit_probe(cfg, harmful_train, args, console)
     t_train = time.perf_counter() - t0 - t_data
-    lim = args.eval_limit
-    ds = lambda src, label, names: {"source": src, "label": label, "limit": lim, "name": names[src]}  # noqa: E731
+    lim, blim = args.eval_limit, args.benign_limit or args.eval_limit
+
+    def ds(src: str, label: str, names: dict[str, str]) -> dict[str, Any]:
+        return {"source": src, "label": label, "limit": lim if label == "harmful" else blim, "name": names[src]}
+
     under_attack = [ds(s, "harmful", HARMFUL_SETS) for s in attacked]
     direct = ([ds(s, "harmful", HARMFUL_SETS) for s in HARMFUL_SETS if s not in attacked]
               + [ds(s, "benign", BENIGN_SETS) for s in BENIGN_SETS])
@@ -106,7 +132,8 @@ def main() -> None:
             if at == "(all)":
                 per_set.setdefault(de, {})[name] = rate
     pct = lambda x: "-" if x != x else f"{100 * x:.1f}%"  # noqa: E731
-    table = Table(title=f"defence on public data ({args.model}; {lim} prompts/set; {len(attacks)} attacks on "
+    table = Table(title=f"defence on public data ({args.model}; {lim} harmful / {blim} benign prompts per set; "
+                        f"{len(attacks)} attacks on "
                         f"{', '.join(HARMFUL_SETS[s] for s in attacked)})")
     table.add_column("variant", style="bold")
     harm_names = [HARMFUL_SETS[s] for s in HARMFUL_SETS]
@@ -141,6 +168,49 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     console.print(f"wrote {args.json}; report: safethink report {eval_dir}")
+
+
+def clean_advbench(out: Path, data_dir: str, seed: int, console: Console) -> Path:
+    """AdvBench without its near copies of evaluation prompts, as a JSONL file in ``out``."""
+    dest = out / "advbench_train.jsonl"
+    if dest.is_file():
+        return dest
+    adv = load_prompts("advbench", label="harmful", data_dir=data_dir)
+    near = {d.train_id for d in find_near_duplicates(adv, load_eval_prompts(data_dir=data_dir), threshold=0.6)}
+    console.log(f"AdvBench: {len(near)} of {len(adv)} prompts dropped as near copies of evaluation prompts")
+    write_jsonl(dest, [{"id": r.id, "prompt": r.prompt, "label": "harmful", "category": r.category}
+                       for r in adv if r.id not in near])
+    return dest
+
+
+def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespace, console: Console) -> Path:
+    """The probe guard's classifier (cached in ``out/probe.json``) on the base model's states of the AdvBench
+    prompts trained on and ``--probe-benign`` benign prompts per source, each under every probe attack."""
+    from safethink.models import load_model
+    from safethink.train import fit_probe_from_sources
+
+    dest = cfg.out / "probe.json"
+    if dest.is_file():
+        return dest
+    attacks = (args.probe_attacks or args.attacks).split(",")
+    out = cfg.out / "probe_sources"
+    sources = {"harmful": [(str(harmful_train), args.train_harmful)],
+               "benign": [(s, args.probe_benign) for s in ("builtin:twins", "builtin:borderline", "builtin:benign",
+                                                            "harmless")]}
+    files: dict[str, list[str]] = {"harmful": [], "benign": []}
+    for label, srcs in sources.items():
+        for i, (src, limit) in enumerate(srcs):
+            rows = load_prompts(src, label=label, limit=limit, seed=cfg.seed, data_dir=args.data_dir)
+            path = out / f"{label}_{i}.jsonl"
+            write_jsonl(path, [{"id": r.id, "prompt": r.prompt, "label": label} for r in rows])
+            files[label].append(str(path))
+    t = time.perf_counter()
+    probe = fit_probe_from_sources(load_model(cfg.model), files["harmful"], files["benign"], attacks=attacks,
+                                   seed=cfg.seed)
+    probe.save(dest)
+    console.log(f"probe: layers {probe.layer}, CV AUC {probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f}, "
+                f"route {probe.route_threshold}, {time.perf_counter() - t:.0f} s")
+    return dest
 
 
 if __name__ == "__main__":
