@@ -161,22 +161,27 @@ class RequestProbe:
         path = Path(path)
         if not path.is_file():
             raise SpecError(f"probe file {path} does not exist (fit one with: safethink probe fit ...)")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{path}: not a probe file (line {e.lineno}: {e.msg})") from None
-        if not isinstance(raw, dict) or raw.get("format") != PROBE_FORMAT:
-            raise SpecError(f"{path}: not a probe file (expected \"format\": \"{PROBE_FORMAT}\")")
-        raw.pop("format")
-        try:
-            probe = cls(**raw)
-        except TypeError as e:
-            raise SpecError(f"{path}: malformed probe file ({e})") from None
+        probe = _load_json_as(cls, path, PROBE_FORMAT, "probe file", "probe file")
         if not (len(probe.weight) == len(probe.mean) == len(probe.scale)) or not probe.weight:
             raise SpecError(f"{path}: weight, mean and scale must be non-empty and of one length")
         if not probe.layers or len(probe.weight) % len(probe.layers):
             raise SpecError(f"{path}: {len(probe.weight)} weights do not split evenly over layers {probe.layers}")
         return probe
+
+
+def _load_json_as(cls: Any, path: Path, fmt: str, kind: str, malformed: str, /, **extra: Any) -> Any:
+    """``cls(**fields)`` from a JSON file whose ``"format"`` is ``fmt``; errors name the file and what is wrong."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{path}: not a probe file (line {e.lineno}: {e.msg})") from None
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        raise SpecError(f"{path}: not a {kind} (expected \"format\": \"{fmt}\")")
+    raw.pop("format")
+    try:
+        return cls(**raw, **extra)
+    except TypeError as e:
+        raise SpecError(f"{path}: malformed {malformed} ({e})") from None
 
 
 def _threshold_at_fpr(benign_scores: Sequence[float], max_fpr: float) -> float:

@@ -151,17 +151,9 @@ class TunedProbe:
         if not meta.is_file() or not (path / "adapter").is_dir():
             raise SpecError(f"{path}: not a tuned probe directory (expected probe.json and adapter/ in it; "
                             "fit one with: safethink probe fit --tune ...)")
-        try:
-            raw = json.loads(meta.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{meta}: not a probe file (line {e.lineno}: {e.msg})") from None
-        if not isinstance(raw, dict) or raw.get("format") != TUNED_FORMAT:
-            raise SpecError(f"{meta}: not a tuned probe (expected \"format\": \"{TUNED_FORMAT}\")")
-        raw.pop("format")
-        try:
-            probe = cls(**raw, path=str(path))
-        except TypeError as e:
-            raise SpecError(f"{meta}: malformed tuned probe file ({e})") from None
+        from ._probe import _load_json_as
+
+        probe = _load_json_as(cls, meta, TUNED_FORMAT, "tuned probe", "tuned probe file", path=str(path))
         if not probe.weight or probe.layer < 1:
             raise SpecError(f"{meta}: the head needs weights and a layer >= 1")
         return probe
