@@ -70,7 +70,9 @@ def main() -> None:
                     help="Also fit one probe per layer and report its CV AUC, its out-of-fold harmful share flagged at "
                          "--max-fpr, and what it flags of the held-out sets (how much the layer choice matters).")
     ap.add_argument("--save-probe", default=None, help="Write the probe fitted under all attacks here.")
-    ap.add_argument("--probe", default=None, help="Sweep with this probe file instead of fitting one (needs --eval).")
+    ap.add_argument("--probe", default=None,
+                    help="Sweep with this probe (a linear probe file or a tuned probe directory) instead of fitting "
+                         "one (needs --eval).")
     ap.add_argument("--json", default="benchmarks/results/probe.json")
     args = ap.parse_args()
     ensembles = tuple(int(n) for n in args.ensembles.split(","))
@@ -86,9 +88,9 @@ def main() -> None:
     if args.probe:
         if not args.eval:
             raise SystemExit("--probe sweeps a stored evaluation: give --eval too")
-        from safethink.guard import RequestProbe
+        from safethink.guard import load_probe
 
-        probe = RequestProbe.load(args.probe)
+        probe = load_probe(args.probe)  # a linear probe file or a tuned probe directory
         write(args, {"probe": args.probe, "threshold": probe.threshold, "metrics": probe.metrics,
                      "sweep": threshold_sweep(args, probe, model, console), "seconds": time.perf_counter() - t0}, console)
         return
@@ -265,7 +267,7 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
         raise SystemExit(f"no stored attempts of {args.variants} in {args.eval}")
     keys = {json.dumps(a.messages): a.messages for a in attempts}
     scores = dict(zip(keys, probe.score(model, list(keys.values()))))
-    thresholds = sorted({0.1, 0.3, 0.5, 0.7, 0.9, round(probe.threshold, 3)})
+    thresholds = sorted({0.1, 0.3, 0.5, 0.7, 0.9, 0.99, round(probe.threshold, 3)})
     out = []
     pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
     table = Table(title=f"<variant> + probe guard from stored answers ({args.eval}); default threshold "
@@ -292,7 +294,7 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
         low = {cell(a): a for a in attempts if a.defence_name == low_v}
         high = {cell(a): a for a in attempts if a.defence_name == high_v}
         own = [round(probe.route_threshold, 3)] if probe.route_threshold is not None else []
-        for cut in [*own, 0.1, 0.2, 0.3, 0.5]:
+        for cut in dict.fromkeys([*own, 0.1, 0.2, 0.3, 0.5]):
             routed = []
             for k, a in high.items():
                 sc = scores[json.dumps(a.messages)]

@@ -188,3 +188,31 @@ def test_drop_eval_overlap_leaves_near_copies_out_before_the_limit(tmp_path, tin
     assert "number 3" not in texts and "number 5" not in texts
     assert man.eval_overlap["dropped"] == 2 and man.eval_overlap["count"] == 0
     assert BuildConfig(**base).plan_hash() != BuildConfig(**base, drop_eval_overlap=True).plan_hash()
+
+
+def test_overlap_threshold_decides_what_counts_as_a_near_copy(tmp_path):
+    from safethink.synth._plan import load_sources
+
+    _, b = _sources(tmp_path)
+    h = tmp_path / "harm12.csv"
+    h.write_text("prompt,category\n" + "".join(f"Explain how to do forbidden thing number {i},{CATS[i % 4]}\n"
+                                               for i in range(12)))
+    base = dict(method="scot", harmful=[str(h)], benign=[b], data_dir=str(_eval_dir(tmp_path)), drop_eval_overlap=True)
+
+    def dropped(threshold: float) -> list[str]:
+        out: list = []
+        harmful, _, _ = load_sources(BuildConfig(**base, overlap_threshold=threshold), out)
+        assert len(harmful) == 12 - len(out)
+        return sorted(n.train_id.rsplit("/", 1)[-1] for n in out)
+
+    assert dropped(0.8) == ["3", "5"]
+    assert dropped(1.0) == ["3"], "only the same word set (case and punctuation aside)"
+    # "... number 7" shares 7 of 9 words with "... number 3": a near copy at 0.75, not at 0.8
+    assert len(dropped(0.75)) == 12
+    hashes = {t: BuildConfig(**base, overlap_threshold=t).plan_hash() for t in (0.6, 0.8)}
+    assert hashes[0.6] != hashes[0.8]
+    off = {k: v for k, v in base.items() if k != "drop_eval_overlap"}
+    assert BuildConfig(**off, overlap_threshold=0.6).plan_hash() == BuildConfig(**off).plan_hash(), \
+        "without dropping, the threshold only changes warnings, not the records"
+    with pytest.raises(ValueError, match="overlap_threshold"):
+        BuildConfig(**base, overlap_threshold=0.0)

@@ -140,7 +140,8 @@ def test_new_options_off_keep_the_plan_hash():
 
     cfg = BuildConfig(method="scot", harmful=["x"], benign=["y"])
     # the hash of sets built before llm_twins and drop_eval_overlap existed
-    old = cfg.model_dump(exclude={"concurrency", "check_eval_overlap", "llm_twins", "drop_eval_overlap"})
+    old = cfg.model_dump(exclude={"concurrency", "check_eval_overlap", "llm_twins", "drop_eval_overlap",
+                                  "overlap_threshold"})
     assert cfg.plan_hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     assert cfg.model_copy(update={"llm_twins": True}).plan_hash() != cfg.plan_hash()
     assert cfg.model_copy(update={"drop_eval_overlap": True}).plan_hash() != cfg.plan_hash()

@@ -52,6 +52,10 @@ def build(
         "--drop-eval-overlap/--keep-eval-overlap",
         help="Leave out source prompts that are near-duplicates of evaluation prompts (JBB, XSTest, HarmBench, "
              "StrongREJECT, where available offline) before --limit / --benign-limit sample.")] = False,
+    overlap_threshold: Annotated[float, typer.Option(
+        min=0.01, max=1.0,
+        help="Word-set Jaccard similarity from which a training prompt counts as a near-duplicate of an "
+             "evaluation prompt (warning and --drop-eval-overlap).")] = 0.8,
     overwrite: Annotated[bool, typer.Option(help="Discard whatever --out holds.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Retain-answer cache (default: under SAFETHINK_HOME).")] = None,
 ) -> None:
@@ -72,6 +76,7 @@ def build(
             data_dir=str(data_dir) if data_dir else None,
             max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, retag=retag,
             shard_size=shard_size, system_prompt=system_prompt, drop_eval_overlap=drop_eval_overlap,
+            overlap_threshold=overlap_threshold,
         )
     except ValidationError as e:
         err = e.errors()[0]

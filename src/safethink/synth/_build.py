@@ -152,7 +152,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
         train = [PromptRecord(id=it.id, prompt=it.original, label=it.label, source=it.source)
                  for it in plan if it.style == "original"]
         evals = eval_prompts_for(cfg)
-        near = find_near_duplicates(train, evals)
+        near = find_near_duplicates(train, evals, threshold=cfg.overlap_threshold)
 
     evolver = (LLMEvolver(teacher.client, seed=cfg.seed, embedder=_maybe_embedder())
                if use_llm_evolver or cfg.llm_twins else None)
@@ -191,7 +191,8 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
         done += len(planned)
         shard_infos.append(ShardInfo(file=path.name, sha256=file_sha256(path), records=len(chunk)))
     if cfg.llm_twins and evals:  # twins exist only now; JBB benign, for one, is a set of twins itself
-        near += find_near_duplicates(_written_twins(plan, twin_journal), evals)
+        near += find_near_duplicates(_written_twins(plan, twin_journal), evals,
+                                     threshold=cfg.overlap_threshold)
     twins = _twin_summary(plan, twin_journal) if cfg.llm_twins else None
     manifest = _manifest(cfg, policy, teacher, shard_infos, out, plan_hash, near, twins, dropped)
     atomic_write_text(out / MANIFEST, manifest.model_dump_json(indent=1))
@@ -310,7 +311,7 @@ def _manifest(cfg: BuildConfig, policy: Policy, teacher: Any, shards: list[Shard
         method=cfg.method, counts=counts, teacher=getattr(teacher, "spec", cfg.teacher), seed=cfg.seed,
         policy=policy.ref(), styles=styles, shards=shards, content_hash=content_hash([s.sha256 for s in shards]),
         format_version=FORMAT_VERSION, plan_hash=plan_hash, retain_model=cfg.model, config=cfg.model_dump(),
-        eval_overlap={"count": len(near), "examples": [vars(n) for n in near[:20]],
+        eval_overlap={"count": len(near), "threshold": cfg.overlap_threshold, "examples": [vars(n) for n in near[:20]],
                       **({"dropped": len(dropped), "dropped_examples": [vars(n) for n in dropped[:20]]}
                          if cfg.drop_eval_overlap else {})}, **extra,
     )

@@ -50,6 +50,10 @@ class BuildConfig(BaseModel):
     drop_eval_overlap: bool = Field(
         default=False, description="Drop source prompts that are near-duplicates of evaluation prompts (JBB, XSTest, "
                                    "HarmBench, StrongREJECT, where available offline) before limits are applied.")
+    overlap_threshold: float = Field(
+        default=0.8, gt=0.0, le=1.0,
+        description="Word-set Jaccard similarity at which a training prompt counts as a near-duplicate of an "
+                    "evaluation prompt (for the warning and for drop_eval_overlap).")
 
     @field_validator("evolve")
     @classmethod
@@ -65,6 +69,8 @@ class BuildConfig(BaseModel):
         for opt in ("llm_twins", "drop_eval_overlap"):
             if not keep[opt]:
                 del keep[opt]  # sets built before the option existed keep their hash
+        if not self.drop_eval_overlap or self.overlap_threshold == 0.8:
+            del keep["overlap_threshold"]  # it decides records only when near-duplicates are dropped
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -112,7 +118,7 @@ def load_sources(cfg: BuildConfig, dropped: list[NearDuplicate] | None = None
         if not cfg.drop_eval_overlap:
             return load_prompts(src, label=label, limit=limit, seed=cfg.seed, data_dir=cfg.data_dir)
         records = load_prompts(src, label=label, seed=cfg.seed, data_dir=cfg.data_dir)
-        near = find_near_duplicates(records, evals)
+        near = find_near_duplicates(records, evals, threshold=cfg.overlap_threshold)
         if dropped is not None:
             dropped.extend(near)
         bad = {n.train_id for n in near}
