@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--benign-limit", type=int, default=None, help="Prompts per benign set (default: --eval-limit).")
     ap.add_argument("--probe", action="store_true",
                     help="Also fit the probe guard and evaluate R2D behind it and the probe router (base / R2D).")
+    ap.add_argument("--probe-path", default=None,
+                    help="With --probe: guard with this probe (a linear probe file or a tuned probe directory, fitted "
+                         "on prompts none of the evaluation sets hold) instead of fitting one on the training prompts.")
     ap.add_argument("--probe-attacks", default=None, help="Attacks the probe is fitted under (default: --attacks).")
     ap.add_argument("--probe-benign", type=int, default=40,
                     help="Benign prompts the probe is fitted on from each of: safethink twins, safe-but-scary, "
@@ -88,6 +91,15 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {[v.name for v in all_variants]}")
     variants = tuple(v for v in all_variants if v.name in wanted)
+    if args.probe_path:
+        if not args.probe:
+            raise SystemExit("--probe-path needs --probe")
+        if not Path(args.probe_path).exists():
+            raise SystemExit(f"--probe-path: {args.probe_path} does not exist")
+        # named after the probe, so the results store never mixes its answers with another probe's
+        tag = Path(args.probe_path).name
+        variants = tuple(replace(v, name=f"{v.name} ({tag})", guard_args={**v.guard_args, "path": args.probe_path})
+                         if v.guard == "probe" else v for v in variants)
     attacked = args.attacked.split(",")
 
     def progress(what: str, done: int, total: int) -> None:
@@ -103,7 +115,7 @@ def main() -> None:
     )
     t_data = time.perf_counter() - t0
     runs = train_adapters(cfg, data, progress)
-    if args.probe:
+    if args.probe and not args.probe_path:
         fit_probe(cfg, harmful_train, args, console)
     t_train = time.perf_counter() - t0 - t_data
     lim, blim = args.eval_limit, args.benign_limit or args.eval_limit

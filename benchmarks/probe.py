@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--router", default=None,
                     help="LOW,HIGH variant names in --eval: also sweep a router that sends requests the probe scores "
                          "low to LOW (e.g. base), the rest to HIGH (e.g. R2D), and refuses above the threshold.")
+    ap.add_argument("--asr-sets", default=None,
+                    help="With --eval: harmful dataset names whose attempts the ASR counts (comma list; default: all).")
     ap.add_argument("--per-layer", action="store_true",
                     help="Also fit one probe per layer and report its CV AUC, its out-of-fold harmful share flagged at "
                          "--max-fpr, and what it flags of the held-out sets (how much the layer choice matters).")
@@ -262,9 +264,12 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
     from safethink.eval import compute_metrics, load_attempts
 
     names = set(args.variants.split(",")) | set(args.router.split(",") if args.router else ())
-    attempts = [a for a in load_attempts(Path(args.eval)) if a.defence_name in names]
+    asr_sets = set(args.asr_sets.split(",")) if args.asr_sets else None
+    attempts = [a for a in load_attempts(Path(args.eval)) if a.defence_name in names
+                and (asr_sets is None or a.label != "harmful" or a.dataset in asr_sets)]
     if not attempts:
         raise SystemExit(f"no stored attempts of {args.variants} in {args.eval}")
+    benign_sets = sorted({a.dataset for a in attempts if a.label != "harmful"})
     keys = {json.dumps(a.messages): a.messages for a in attempts}
     scores = dict(zip(keys, probe.score(model, list(keys.values()))))
     thresholds = sorted({0.1, 0.3, 0.5, 0.7, 0.9, 0.99, round(probe.threshold, 3)})
@@ -272,8 +277,7 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
     pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
     table = Table(title=f"<variant> + probe guard from stored answers ({args.eval}); default threshold "
                         f"{probe.threshold:.3f}")
-    for col in ("variant", "threshold", "ASR all", "refused: benign twins", "refused: ordinary",
-                "refused: safe-but-scary", "benign answered"):
+    for col in ("variant", "threshold", "ASR all", *[f"refused: {b}" for b in benign_sets], "benign answered"):
         table.add_column(col, justify="right")
     for variant in args.variants.split(","):
         mine = [a for a in attempts if a.defence_name == variant]
@@ -287,7 +291,7 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
                    "benign_answer": m.benign_answer[key].rate}
             out.append(row)
             table.add_row(variant, "no probe" if t is None else f"{t:.3f}", pct(row["asr"]),
-                          *[pct(row["refused"].get(s, float("nan"))) for s in BENIGN_SETS], pct(row["benign_answer"]))
+                          *[pct(row["refused"].get(s, float("nan"))) for s in benign_sets], pct(row["benign_answer"]))
     if args.router:
         low_v, high_v = args.router.split(",")
         cell = lambda a: (a.dataset, a.record_id, a.attack_name)  # noqa: E731
@@ -309,7 +313,7 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
                    "benign_answer": m.benign_answer[key].rate}
             out.append(row)
             table.add_row(name, f"{probe.threshold:.3f}", pct(row["asr"]),
-                          *[pct(row["refused"].get(s, float("nan"))) for s in BENIGN_SETS], pct(row["benign_answer"]))
+                          *[pct(row["refused"].get(s, float("nan"))) for s in benign_sets], pct(row["benign_answer"]))
     console.print(table)
     return out
 
