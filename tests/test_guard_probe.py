@@ -141,6 +141,34 @@ def test_attacked_examples_group_a_request_with_its_twin_and_attacked_forms():
         attacked_examples(recs, ["pair"], seed=1)
 
 
+def test_attacked_examples_per_record_draws_k_attacks_shared_by_a_pair():
+    from safethink.attacks import ATTACKS
+    from safethink.data._schema import PromptRecord
+    from safethink.train import attacked_examples
+
+    recs = []
+    for i in range(12):
+        recs.append(PromptRecord(id=f"h{i}", prompt=f"how to pick lock model {i}", label="harmful", source="t"))
+        recs.append(PromptRecord(id=f"t{i}", prompt=f"how does lock model {i} work", label="benign", source="t",
+                                 meta={"twin_of": f"h{i}"}))
+    attacks = ["none", "base64", "rot13", "atbash", "morse", "disemvowel"]  # seed-free transforms
+    form = {(r.id, a): ATTACKS.create(a).prepare([r], seed=0)[0].messages for r in recs for a in attacks}
+    convs, groups = attacked_examples(recs, attacks, seed=3, per_record=2)
+    assert len(convs) == 2 * len(recs)
+    drawn: dict[str, set] = {}
+    for c in convs:
+        (rid, a), = [k for k, v in form.items() if v == c]
+        drawn.setdefault(rid, set()).add(a)
+    assert all(len(v) == 2 for v in drawn.values()) and len(drawn) == len(recs)
+    assert all(drawn[f"h{i}"] == drawn[f"t{i}"] for i in range(12)), "a request and its twin share their attacks"
+    assert len({frozenset(v) for v in drawn.values()}) > 1, "pairs draw different attacks"
+    assert attacked_examples(recs, attacks, seed=3, per_record=2) == (convs, groups), "the draw is seeded"
+    assert attacked_examples(recs, attacks, seed=4, per_record=2)[0] != convs
+    assert attacked_examples(recs, attacks[:2], seed=3, per_record=5) == attacked_examples(recs, attacks[:2], seed=3)
+    with pytest.raises(SpecError, match="per_record"):
+        attacked_examples(recs, attacks, seed=3, per_record=0)
+
+
 def test_pairs_from_split_files_share_a_fold_key(tmp_path):
     """File records get ids prefixed with the file's stem; a twin's twin_of names the id as written."""
     from safethink.data import load_prompts
@@ -305,6 +333,12 @@ def test_cli_fit_writes_a_probe_and_score_uses_it(tiny_dir, tmp_path):
     fitted = probe.metrics["fitted_on"]
     assert fitted["attacks"] == ["none", "prefix-injection"] and fitted["harmful_requests"] == 6
     assert probe.metrics["n_harmful"] == 12 and probe.metrics["n_benign"] == 12
+    one = tmp_path / "one.json"
+    res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign", str(b),
+               "--attacks", "none,prefix-injection,base64", "--forms-per-request", "1", "--out", str(one))
+    assert res.returncode == 0, res.stderr
+    one_probe = RequestProbe.load(one)
+    assert one_probe.metrics["n_harmful"] == 6 and one_probe.metrics["fitted_on"]["forms_per_request"] == 1
     res = _cli("probe", "score", str(out), HARM[0], SAFE[0], "--model", f"hf:{tiny_dir}")
     assert res.returncode == 0, res.stderr
     assert "p(harmful)" in res.stdout and HARM[0][:20] in res.stdout

@@ -22,6 +22,9 @@ def fit(
     model: Annotated[str, typer.Option(help="The model the guard will protect: smollm2-135m or hf:<id|path>.")] = "smollm2-135m",
     adapter: Annotated[Optional[str], typer.Option(help="A trained adapter run on top of --model.")] = None,
     attacks: Annotated[str, typer.Option(help="Comma list of prompt-only attacks every request is fitted under.")] = "none",
+    forms_per_request: Annotated[Optional[int], typer.Option(
+        min=1, help="Put each request under this many of --attacks, drawn per request pair (default: under all); "
+                    "fits a long attack list at a fixed cost.")] = None,
     layer: Annotated[Optional[list[int]], typer.Option(help="Candidate layer (repeatable); default: every layer.")] = None,
     pool: Annotated[str, typer.Option(help="last (the state at the last prompt token) or mean (over the prompt).")] = "last",
     max_fpr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of benign requests the threshold may refuse (cross-validated).")] = 0.05,
@@ -67,14 +70,14 @@ def fit(
                 status.update(f"tuning: step {state['steps']}")
 
             probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
-                                           data_dir=data_dir, tune=True, layer=tune_layer, epochs=epochs, rank=rank,
-                                           lr=lr, val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr,
-                                           progress=step)
+                                           data_dir=data_dir, forms_per_request=forms_per_request, tune=True,
+                                           layer=tune_layer, epochs=epochs, rank=rank, lr=lr,
+                                           val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr, progress=step)
     else:
         with console.status("computing hidden states and cross-validating layers"):
             probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
-                                           data_dir=data_dir, layers=layer, pool=pool, c=c, max_fpr=max_fpr,
-                                           max_fnr=max_fnr, ensembles=sizes)
+                                           data_dir=data_dir, forms_per_request=forms_per_request, layers=layer,
+                                           pool=pool, c=c, max_fpr=max_fpr, max_fnr=max_fnr, ensembles=sizes)
     probe.save(out)
     mt = probe.metrics
     where = "validation" if tune else "out-of-fold"

@@ -13,19 +13,35 @@ from typing import Any
 from ..errors import SpecError
 
 
-def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: int) -> tuple[list[Any], list[str]]:
-    """Every record under every attack: (conversations, group per conversation).
+def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: int,
+                      per_record: int | None = None) -> tuple[list[Any], list[str]]:
+    """Every record under every attack: (conversations, group per conversation). With ``per_record`` = k,
+    each record goes under k of the attacks instead, drawn without replacement (seeded by ``seed`` and the
+    record's pair key, so a harmful request and its twin are drawn the same attacks), so a long attack list
+    costs k forms per request.
 
     A record's group is its pair key (:func:`pair_key`), so a harmful request, its twin and all their
     attacked forms share one cross-validation fold."""
+    import random
+
     from ..attacks import ATTACKS
 
-    convs, groups = [], []
+    if per_record is not None and not 1 <= per_record:
+        raise SpecError(f"per_record must be at least 1, got {per_record}")
     for name in attacks:
         if ATTACKS.get(name).needs_target:
             raise SpecError(f"attack {name!r} queries a target model; the probe is fitted on prompt-only attacks")
-        attack = ATTACKS.create(name)
-        for rec, ap in zip(records, attack.prepare(records, seed=seed)):
+    chosen: dict[str, list[Any]] = {name: list(records) for name in attacks}
+    if per_record is not None and per_record < len(attacks):
+        chosen = {name: [] for name in attacks}
+        for rec in records:
+            for name in random.Random(f"{seed}/{pair_key(rec)}").sample(list(attacks), per_record):
+                chosen[name].append(rec)
+    convs, groups = [], []
+    for name in attacks:
+        if not chosen[name]:
+            continue
+        for rec, ap in zip(chosen[name], ATTACKS.create(name).prepare(chosen[name], seed=seed)):
             convs.append(ap.messages)
             groups.append(pair_key(rec))
     return convs, groups
@@ -45,10 +61,10 @@ def pair_key(rec: Any) -> str:
 def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[str], *,
                            attacks: Sequence[str] = ("none",), seed: int = 0, attack_seed: int | None = None,
                            limit: int | None = None, data_dir: str | None = None, tune: bool = False,
-                           **fit_options: Any) -> Any:
+                           forms_per_request: int | None = None, **fit_options: Any) -> Any:
     """Load ``harmful`` / ``benign`` prompt sources (names, paths, ``builtin:...``), put every request
-    under every attack and fit a :class:`~safethink.guard.RequestProbe` on ``model`` (with ``tune``, a
-    :class:`~safethink.guard.TunedProbe`).
+    under every attack (with ``forms_per_request`` = k, under k of them drawn per request) and fit a
+    :class:`~safethink.guard.RequestProbe` on ``model`` (with ``tune``, a :class:`~safethink.guard.TunedProbe`).
 
     ``fit_options`` go to :func:`safethink.guard.fit_probe` (``layers``, ``pool``, ``c``, ``max_fpr`` ...),
     or with ``tune`` to :func:`safethink.guard.fit_tuned_probe` (``layer``, ``epochs``, ``rank``, ``max_fpr`` ...)."""
@@ -63,10 +79,11 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
 
     h, b = load(harmful, "harmful"), load(benign, "benign")
     aseed = seed + 1 if attack_seed is None else attack_seed
-    hc, hg = attacked_examples(h, attacks, seed=aseed)
-    bc, bg = attacked_examples(b, attacks, seed=aseed)
+    hc, hg = attacked_examples(h, attacks, seed=aseed, per_record=forms_per_request)
+    bc, bg = attacked_examples(b, attacks, seed=aseed, per_record=forms_per_request)
     fit = fit_tuned_probe if tune else fit_probe
     probe = fit(model, hc, bc, groups=[*hg, *bg], seed=seed, **fit_options)
     probe.metrics["fitted_on"] = {"harmful": list(harmful), "benign": list(benign), "attacks": list(attacks),
-                                  "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b)}
+                                  "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b),
+                                  "forms_per_request": forms_per_request, "forms": len(hc) + len(bc)}
     return probe
