@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from safethink.quickstart import QuickstartConfig, _retain_ratio, split_seed_set, split_sources
 
 
@@ -128,6 +130,34 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     assert gated.route == "none" and router.route == "base" and router.then == "r2d"
     assert router.probe.route_threshold is not None and router.probe.route_threshold <= router.probe.threshold
     assert QuickstartConfig(out=tmp_path).variants() == VARIANTS  # off by default
+
+
+@pytest.mark.timeout(300)
+def test_probe_tune_fits_a_tuned_probe_and_names_its_rows(tmp_path, tiny_dir):
+    from safethink.guard import GUARDS, TunedProbe
+    from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
+
+    cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
+                           probe_attacks=("none",), probe=True, probe_tune=True, probe_all_pairs=False)
+    splits = split_seed_set(cfg)
+    seen = []
+    path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
+    assert path == tmp_path / "probe_tuned" and not (tmp_path / "probe.json").exists()
+    probe = TunedProbe.load(path)
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (4, 8)
+    steps = [d for w, d, _ in seen if w == "probe: tuning steps"]
+    assert steps[-1] == probe.metrics["steps"] > 0
+    stamp = (path / "probe.json").stat().st_mtime_ns
+    assert fit_quickstart_probe(cfg, splits) == path and (path / "probe.json").stat().st_mtime_ns == stamp  # cached
+
+    variants = cfg.variants()
+    assert variants[:-2] == VARIANTS
+    assert [v.name for v in variants[-2:]] == ["R2D + tuned probe guard", "tuned probe router: base / R2D"]
+    specs = eval_specs(cfg, split_eval_datasets(cfg, splits), {"scot": tmp_path / "s", "r2d": tmp_path / "r"}, variants)
+    router = GUARDS.create(specs[-1].defences[0].guard, **specs[-1].defences[0].args)
+    assert isinstance(router.probe, TunedProbe) and router.route == "base"
+    fast = QuickstartConfig.for_mode(tmp_path, fast=True, probe_tune=True)
+    assert fast.probe and fast.probe_tune and fast.probe_path == tmp_path / "probe_tuned"
 
 
 def test_spare_pairs_are_the_unused_training_pairs(tmp_path):

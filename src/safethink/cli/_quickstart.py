@@ -25,6 +25,9 @@ def quickstart(
     probe: Annotated[bool, typer.Option("--probe", help="Also fit the probe guard and evaluate R2D behind it, and "
                                         "the probe as a base / R2D router (on 2 CPU cores about 12 more minutes "
                                         "in full mode).")] = False,
+    probe_tune: Annotated[bool, typer.Option("--probe-tune", help="As --probe, with a tuned probe (LoRA on the "
+                                             "lower blocks and a linear head; about 17 more minutes of training on "
+                                             "2 CPU cores in full mode).")] = False,
 ) -> None:
     """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,
     evaluate base vs defended models under attack, print the before/after table, write the HTML report."""
@@ -33,7 +36,7 @@ def quickstart(
 
     parse_model_spec(model)
     quiet_hf()
-    cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed, probe=probe)
+    cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed, probe=probe, probe_tune=probe_tune)
     t0 = time.perf_counter()
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err_console)
