@@ -66,6 +66,13 @@ def main() -> None:
     ap.add_argument("--probe-path", default=None,
                     help="With --probe: guard with this probe (a linear probe file or a tuned probe directory, fitted "
                          "on prompts none of the evaluation sets hold) instead of fitting one on the training prompts.")
+    ap.add_argument("--probe-tune", action="store_true",
+                    help="With --probe: fit a tuned probe (safethink probe fit --tune) instead of the linear one.")
+    ap.add_argument("--probe-harmful", type=int, default=None,
+                    help="AdvBench prompts the probe is fitted on (default: the --train-harmful ones; any other "
+                         "AdvBench prompt outside the evaluation's near copies is fair too).")
+    ap.add_argument("--probe-forms-per-request", type=int, default=None,
+                    help="Put each probe request under this many of --probe-attacks (default: under all).")
     ap.add_argument("--probe-attacks", default=None, help="Attacks the probe is fitted under (default: --attacks).")
     ap.add_argument("--probe-benign", type=int, default=40,
                     help="Benign prompts the probe is fitted on from each of: safethink twins, safe-but-scary, "
@@ -84,7 +91,8 @@ def main() -> None:
     console = Console()
     out = Path(args.out)
     cfg = QuickstartConfig(out=out, model=args.model, seed=args.seed, attacks=tuple(args.attacks.split(",")),
-                           max_new_tokens=args.max_new_tokens, probe=args.probe)
+                           max_new_tokens=args.max_new_tokens, probe=args.probe or args.probe_tune,
+                           probe_tune=args.probe_tune)
     all_variants = cfg.variants()
     wanted = args.variants.split(",") if args.variants else [v.name for v in all_variants]
     unknown = set(wanted) - {v.name for v in all_variants}
@@ -92,7 +100,7 @@ def main() -> None:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {[v.name for v in all_variants]}")
     variants = tuple(v for v in all_variants if v.name in wanted)
     if args.probe_path:
-        if not args.probe:
+        if not cfg.probe:
             raise SystemExit("--probe-path needs --probe")
         if not Path(args.probe_path).exists():
             raise SystemExit(f"--probe-path: {args.probe_path} does not exist")
@@ -115,7 +123,7 @@ def main() -> None:
     )
     t_data = time.perf_counter() - t0
     runs = train_adapters(cfg, data, progress)
-    if args.probe and not args.probe_path:
+    if cfg.probe and not args.probe_path:
         fit_probe(cfg, harmful_train, args, console)
     t_train = time.perf_counter() - t0 - t_data
     lim, blim = args.eval_limit, args.benign_limit or args.eval_limit
@@ -196,17 +204,18 @@ def clean_advbench(out: Path, data_dir: str, seed: int, console: Console) -> Pat
 
 
 def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespace, console: Console) -> Path:
-    """The probe guard's classifier (cached in ``out/probe.json``) on the base model's states of the AdvBench
-    prompts trained on and ``--probe-benign`` benign prompts per source, each under every probe attack."""
+    """The probe guard's classifier (cached in ``out/probe.json``, a tuned probe in ``out/probe_tuned``) on the
+    base model's states of ``--probe-harmful`` AdvBench prompts (default: those trained on) and
+    ``--probe-benign`` benign prompts per source, each under the probe attacks."""
     from safethink.models import load_model
     from safethink.train import fit_probe_from_sources
 
-    dest = cfg.out / "probe.json"
-    if dest.is_file():
+    dest = cfg.probe_path
+    if (dest / "probe.json").is_file() if cfg.probe_tune else dest.is_file():
         return dest
     attacks = (args.probe_attacks or args.attacks).split(",")
     out = cfg.out / "probe_sources"
-    sources = {"harmful": [(str(harmful_train), args.train_harmful)],
+    sources = {"harmful": [(str(harmful_train), args.probe_harmful or args.train_harmful)],
                "benign": [(s, args.probe_benign) for s in ("builtin:twins", "builtin:borderline", "builtin:benign",
                                                             "harmless")]}
     files: dict[str, list[str]] = {"harmful": [], "benign": []}
@@ -218,10 +227,11 @@ def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespa
             files[label].append(str(path))
     t = time.perf_counter()
     probe = fit_probe_from_sources(load_model(cfg.model), files["harmful"], files["benign"], attacks=attacks,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, tune=cfg.probe_tune, forms_per_request=args.probe_forms_per_request)
     probe.save(dest)
-    console.log(f"probe: layers {probe.layer}, CV AUC {probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f}, "
-                f"route {probe.route_threshold}, {time.perf_counter() - t:.0f} s")
+    console.log(f"probe: layers {probe.layers}, {'validation' if cfg.probe_tune else 'CV'} AUC "
+                f"{probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f}, route {probe.route_threshold}, "
+                f"{time.perf_counter() - t:.0f} s")
     return dest
 
 
