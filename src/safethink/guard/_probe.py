@@ -138,6 +138,16 @@ class RequestProbe:
         z = x @ np.asarray(self.weight) + self.bias
         return 1.0 / (1.0 + np.exp(-z))
 
+    def mismatch(self, model: ChatModel, *, base: bool = False) -> str | None:
+        """Why this probe cannot guard ``model`` (its states, or with ``base`` its base model's), or None."""
+        adapter = None if base else getattr(model, "adapter", None)
+        if self.model == model.spec and _same_adapter(self.adapter, adapter):
+            return None
+        fitted = self.model + (f" with adapter {self.adapter}" if self.adapter else "")
+        here = model.spec + (f" with adapter {adapter}" if adapter else "")
+        return (f"the probe was fitted on {fitted}, but the guarded model is {here}; "
+                "fit a probe on this model (safethink probe fit)")
+
     def score(self, model: ChatModel, conversations: Sequence[Conversation], *, batch_size: int = 16,
               base: bool = False) -> list[float]:
         """p(harmful) of each conversation under ``model`` (which should be the model it was fitted on;
@@ -377,19 +387,10 @@ class ProbeGuard(GuardBase):
         return opts
 
     def _check(self, model: ChatModel) -> None:
-        p = self.probe
-        assert p is not None
-        if isinstance(p, TunedProbe):  # it runs its own copy of the base model: only the base must match
-            if self.check_model and p.model != model.spec:
-                raise SpecError(f"guard 'probe': the tuned probe was fitted on {p.model}, but the guarded model is "
-                                f"{model.spec}; fit one on this model or pass check_model=False")
-            return
-        adapter = None if self.states == "base" else getattr(model, "adapter", None)
-        if self.check_model and (p.model != model.spec or not _same_adapter(p.adapter, adapter)):
-            fitted = p.model + (f" with adapter {p.adapter}" if p.adapter else "")
-            here = model.spec + (f" with adapter {adapter}" if adapter else "")
-            raise SpecError(f"guard 'probe': the probe was fitted on {fitted}, but the guarded model is {here}; "
-                            "fit a probe on this model (safethink probe fit) or pass check_model=False")
+        assert self.probe is not None
+        why = self.probe.mismatch(model, base=self.states == "base") if self.check_model else None
+        if why:
+            raise SpecError(f"guard 'probe': {why} or pass check_model=False")
 
     def generate(self, model: ChatModel, conversations: Sequence[Conversation], config: GenerationConfig,
                  *, progress: ProgressFn | None = None) -> list[GuardedOutput]:

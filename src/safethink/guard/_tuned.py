@@ -104,6 +104,13 @@ class TunedProbe:
         last = enc.attention_mask.sum(dim=1) - 1
         return self._head_module()(h[torch.arange(len(conversations), device=device), last].float()).squeeze(-1)
 
+    def mismatch(self, model: ChatModel, *, base: bool = False) -> str | None:
+        """Why this probe cannot guard ``model``, or None: it runs its own adapted copy of the base model, so
+        only the base model must match (any adapter on it is fine)."""
+        if self.model == model.spec:
+            return None
+        return f"the tuned probe was fitted on {self.model}, but the guarded model is {model.spec}; fit one on this model"
+
     def score(self, model: ChatModel | None, conversations: Sequence[Conversation], *, batch_size: int = 16,
               base: bool = False) -> list[float]:
         """p(harmful) of each conversation (``model`` and ``base`` are accepted for the probe interface: the
