@@ -127,3 +127,19 @@ def test_groups_by_model_and_defence_and_default_judge_is_first_verdict():
     js = m.to_json()
     assert {r["model"] for r in js["asr"]} == {"base", "scot"}
     assert compute_metrics([]).attempts == 0
+
+
+def test_a_cell_answered_twice_counts_its_newest_attempt():
+    import dataclasses
+
+    old = [dataclasses.replace(make_attempt(i, refused=False), created=100.0) for i in range(4)]
+    # the same four cells answered again later (a refitted probe, say): now two are refused
+    new = [dataclasses.replace(make_attempt(i, refused=i < 2), attempt_key=f"new{i}", created=200.0)
+           for i in range(4)]
+    m = compute_metrics([*new[:2], *old, *new[2:]], judge="kw")
+    assert (m.asr[("m", "none", "a1")].k, m.asr[("m", "none", "a1")].n) == (2, 4)
+    assert (m.attempts, m.superseded) == (4, 4)
+    # another seed is another cell, not a newer answer to the same one
+    other_seed = [dataclasses.replace(a, seed=1, attempt_key=f"s{i}") for i, a in enumerate(old)]
+    m = compute_metrics([*old, *other_seed], judge="kw")
+    assert m.asr[("m", "none", "a1")].n == 8 and m.superseded == 0

@@ -192,3 +192,34 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_attempt(spec_d
         runs = c.execute("SELECT COUNT(*), COUNT(finished) FROM runs").fetchone()
     assert n == distinct == combos == 11
     assert runs == (2, 1)  # the killed run never finished, the resumed one did
+
+
+@pytest.mark.timeout(600)
+def test_a_replaced_guard_file_is_answered_again_and_the_tables_count_the_new_answers(spec_d, tiny_model, tmp_path):
+    from safethink.eval import compute_metrics
+    from safethink.guard import RequestProbe
+
+    d = tiny_model.model.config.hidden_size
+    path = tmp_path / "probe.json"
+
+    def write(threshold: float) -> None:  # a probe scoring every request 0.5: threshold 0 blocks all, 1 none
+        RequestProbe(layer=2, pool="last", mean=[0.0] * d, scale=[1.0] * d, weight=[0.0] * d, bias=0.0,
+                     threshold=threshold, model=tiny_model.spec).save(path)
+
+    spec_d["defences"] = [{"guard": "probe", "args": {"path": str(path), "check_model": False}, "name": "probe"}]
+    write(0.0)
+    first = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    assert first.added == 11
+    again = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    assert again.added == 0, "the same file: every answer is reused"
+    with open_store(again.out_dir) as st:
+        assert compute_metrics(st.attempts()).guard_actions[("tiny", "probe", "blocked")] == 11
+    write(1.0)
+    replaced = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    assert replaced.added == 11, "a replaced file is a different defence: nothing is reused"
+    with open_store(replaced.out_dir) as st:
+        attempts = st.attempts()
+    assert len(attempts) == 22
+    m = compute_metrics(attempts)
+    assert (m.attempts, m.superseded) == (11, 11)
+    assert ("tiny", "probe", "blocked") not in m.guard_actions, "only the newest answers, none blocked, are counted"

@@ -104,6 +104,8 @@ class Metrics:
     guard_actions: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(model, defence, action) -> attempts where the guard acted."""
     attempts: int = 0
+    superseded: int = 0
+    """Stored attempts left out because a newer attempt holds the same cell (see :func:`latest_attempts`)."""
     models: list[str] = field(default_factory=list)
     defences: list[str] = field(default_factory=list)
     attacks: list[str] = field(default_factory=list)
@@ -147,10 +149,26 @@ def _is_seen(a: Attempt) -> bool:
     return any(_norm(x) in styles for x in (a.attack_style or a.attack, a.attack, a.attack_name))
 
 
+def latest_attempts(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """One attempt per cell (model, defence, attack and dataset names, record, seed): the newest. A cell holds
+    more than one when what its names stand for changed between runs into the same store (an adapter
+    retrained, a probe refitted): the tables then report the current one, not a mix."""
+    newest: dict[tuple[Any, ...], Attempt] = {}
+    for a in attempts:
+        k = (a.model_name, a.defence_name, a.attack_name, a.dataset, a.record_id, a.seed)
+        if k not in newest or a.created > newest[k].created:
+            newest[k] = a
+    keep = {id(a) for a in newest.values()}
+    return [a for a in attempts if id(a) in keep]
+
+
 def compute_metrics(attempts: Sequence[Attempt], *, judge: str | None = None, threshold: float = 0.5) -> Metrics:
-    """All metrics from stored attempts; ``judge`` defaults to the primary judge of the run."""
+    """All metrics from stored attempts (the newest per cell: :func:`latest_attempts`); ``judge`` defaults to
+    the primary judge of the run."""
+    stored = len(attempts)
+    attempts = latest_attempts(attempts)
     judge = judge or primary_judge_key(attempts)
-    m = Metrics(judge=judge, threshold=threshold, attempts=len(attempts))
+    m = Metrics(judge=judge, threshold=threshold, attempts=len(attempts), superseded=stored - len(attempts))
     if judge is None:
         return m
     m.models = _uniq(a.model_name for a in attempts)

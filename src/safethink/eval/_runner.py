@@ -20,7 +20,7 @@ from ._plan import (
     load_dataset, model_styles, plan_cells,
 )
 from ._spec import EvalSpec
-from ._store import Attempt, ResultStore, adapter_hash, attempt_key
+from ._store import Attempt, ResultStore, adapter_hash, attempt_key, defence_key
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
     guards = {d.key: build_guard(d, f"defences[{i}]") for i, d in enumerate(spec.defences)}
     judges = build_judges(spec)
     hashes = {(m.spec, m.adapter): adapter_hash(m.adapter) for m in spec.models}
+    dkeys = {d.key: defence_key(d.guard, d.args, d.key) for d in spec.defences}
     styles = {(m.spec, m.adapter): model_styles(m) for m in spec.models}
 
     cells = plan_cells(spec, datasets)
@@ -95,7 +96,7 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
             )
         for c in cells:
             mk = (c.model.spec, c.model.adapter)
-            c.keys = [attempt_key(c.model.spec, hashes[mk], c.defence.key, c.attack.key, c.dataset.key, r.id, spec.seed)
+            c.keys = [attempt_key(c.model.spec, hashes[mk], dkeys[c.defence.key], c.attack.key, c.dataset.key, r.id, spec.seed)
                       for r in c.records]
             done = store.done_keys(c.keys)
             c.pending = [i for i, k in enumerate(c.keys) if k not in done]

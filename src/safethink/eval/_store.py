@@ -56,6 +56,27 @@ def attempt_key(model_spec: str, adapter_hash: str, defence_spec: str, attack_sp
     return hashlib.sha256(ident.encode("utf-8")).hexdigest()
 
 
+def defence_key(guard: str, args: dict[str, Any], key: str) -> str:
+    """A defence's part of the attempt key: ``key`` (its spec), plus the content hash of the file or directory
+    its ``path`` argument names (a probe, for one), so an answer is never reused for a replaced file."""
+    path = args.get("path")
+    if not isinstance(path, str) or not Path(path).exists():
+        return key
+    return canonical_json({"spec": key, "path_sha256": path_hash(path)})
+
+
+def path_hash(path: str | Path) -> str:
+    """Content hash of a file, or of a directory (as :func:`adapter_hash`)."""
+    p = Path(path)
+    if p.is_dir():
+        return adapter_hash(str(p))
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def adapter_hash(adapter: str | None) -> str:
     """Content hash of an adapter directory (every file's relative path and bytes); '' for none."""
     if not adapter:
