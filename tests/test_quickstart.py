@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -121,6 +122,13 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     assert ("probe: hidden states", 24, 24) in seen
     first = path.read_text()
     assert fit_quickstart_probe(cfg, splits) == path and path.read_text() == first  # cached
+    other = dataclasses.replace(cfg, probe_attacks=("none",))
+    seen.clear()
+    fit_quickstart_probe(other, splits, lambda what, done, total: seen.append((what, done, total)))
+    assert RequestProbe.load(path).metrics["fitted_on"]["attacks"] == ["none"], "fitted on other attacks: refitted"
+    assert any("fitting it again" in what for what, _, _ in seen)
+    fit_quickstart_probe(cfg, splits)
+    assert RequestProbe.load(path).metrics["fitted_on"]["attacks"] == ["none", "prefix-injection"]
 
     variants = cfg.variants()
     assert variants[:-2] == VARIANTS and [v.guard for v in variants[-2:]] == ["probe", "probe"]

@@ -278,13 +278,21 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     from .models import load_model
     from .train import fit_probe_from_sources
 
+    from .guard import load_probe
+
     dest = cfg.probe_path
-    if (dest / "probe.json").is_file() if cfg.probe_tune else dest.is_file():
-        return dest
     harmful, benign = split_sources(splits)
     if cfg.probe_all_pairs:
         spare_h, spare_t = _spare_pairs(cfg, splits)
         harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
+    if (dest / "probe.json").is_file() if cfg.probe_tune else dest.is_file():
+        # reuse a probe fitted on these requests and attacks (files in any order); refit one fitted on others
+        # (the evaluation then answers again: the probe's content is part of each attempt's key)
+        fitted = load_probe(dest).metrics.get("fitted_on", {})
+        if (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
+                sorted(harmful), sorted(benign), list(cfg.probe_attacks)):
+            return dest
+        progress(f"probe: {dest} was fitted on other requests or attacks; fitting it again", 0, 0)
     n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.probe_attacks)
     state = {"done": 0}
 
