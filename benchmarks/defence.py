@@ -211,7 +211,7 @@ def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespa
     from safethink.train import fit_probe_from_sources
 
     dest = cfg.probe_path
-    if (dest / "probe.json").is_file() if cfg.probe_tune else dest.is_file():
+    if cfg.probe_saved:
         return dest
     attacks = (args.probe_attacks or args.attacks).split(",")
     out = cfg.out / "probe_sources"

@@ -112,6 +112,12 @@ class QuickstartConfig:
         """Where the probe stage writes the probe: a file, or for a tuned probe a directory."""
         return self.out / ("probe_tuned" if self.probe_tune else "probe.json")
 
+    @property
+    def probe_saved(self) -> bool:
+        """Whether a probe of this config's kind has been saved at :attr:`probe_path`."""
+        p = self.probe_path
+        return (p / "probe.json").is_file() if self.probe_tune else p.is_file()
+
     def variants(self) -> tuple[Variant, ...]:
         """The table's rows: :data:`VARIANTS`, plus with ``probe`` R2D behind the probe guard, and the probe
         as a router (the base model answers what it is sure is benign, R2D the rest, flagged ones refused)."""
@@ -275,17 +281,16 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     """The probe guard's classifier on the base model (cached in :attr:`QuickstartConfig.probe_path`): the
     training prompts of the split (with ``probe_all_pairs``, every other seed pair outside the held-out split
     too), harmful and benign, each under ``probe_attacks``; with ``probe_tune`` a tuned probe."""
+    from .guard import load_probe
     from .models import load_model
     from .train import fit_probe_from_sources
-
-    from .guard import load_probe
 
     dest = cfg.probe_path
     harmful, benign = split_sources(splits)
     if cfg.probe_all_pairs:
         spare_h, spare_t = _spare_pairs(cfg, splits)
         harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
-    if (dest / "probe.json").is_file() if cfg.probe_tune else dest.is_file():
+    if cfg.probe_saved:
         # reuse a probe fitted on these requests and attacks (files in any order); refit one fitted on others
         # (the evaluation then answers again: the probe's content is part of each attempt's key)
         fitted = load_probe(dest).metrics.get("fitted_on", {})

@@ -81,7 +81,7 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
     guards = {d.key: build_guard(d, f"defences[{i}]") for i, d in enumerate(spec.defences)}
     judges = build_judges(spec)
     hashes = {(m.spec, m.adapter): adapter_hash(m.adapter) for m in spec.models}
-    dkeys = {d.key: defence_key(d.guard, d.args, d.key) for d in spec.defences}
+    dkeys = {d.key: defence_key(d.args, d.key) for d in spec.defences}
     styles = {(m.spec, m.adapter): model_styles(m) for m in spec.models}
 
     cells = plan_cells(spec, datasets)

@@ -56,7 +56,7 @@ def attempt_key(model_spec: str, adapter_hash: str, defence_spec: str, attack_sp
     return hashlib.sha256(ident.encode("utf-8")).hexdigest()
 
 
-def defence_key(guard: str, args: dict[str, Any], key: str) -> str:
+def defence_key(args: dict[str, Any], key: str) -> str:
     """A defence's part of the attempt key: ``key`` (its spec), plus the content hash of the file or directory
     its ``path`` argument names (a probe, for one), so an answer is never reused for a replaced file."""
     path = args.get("path")
@@ -67,14 +67,9 @@ def defence_key(guard: str, args: dict[str, Any], key: str) -> str:
 
 def path_hash(path: str | Path) -> str:
     """Content hash of a file, or of a directory (as :func:`adapter_hash`)."""
-    p = Path(path)
-    if p.is_dir():
-        return adapter_hash(str(p))
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..data._training import file_sha256
+
+    return adapter_hash(str(path)) if Path(path).is_dir() else file_sha256(path)
 
 
 def adapter_hash(adapter: str | None) -> str:

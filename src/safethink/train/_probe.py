@@ -26,7 +26,7 @@ def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: i
 
     from ..attacks import ATTACKS
 
-    if per_record is not None and not 1 <= per_record:
+    if per_record is not None and per_record < 1:
         raise SpecError(f"per_record must be at least 1, got {per_record}")
     for name in attacks:
         if ATTACKS.get(name).needs_target:
