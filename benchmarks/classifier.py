@@ -35,8 +35,7 @@ from safethink.train import attacked_examples
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
-
-BENIGN_SETS = {"benign twins": "twins", "ordinary": "benign", "safe-but-scary": "borderline"}
+from probe import BENIGN_SETS  # noqa: E402  (held-out set name -> split file stem)
 
 
 def main() -> None:
