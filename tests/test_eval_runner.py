@@ -223,3 +223,19 @@ def test_a_replaced_guard_file_is_answered_again_and_the_tables_count_the_new_an
     m = compute_metrics(attempts)
     assert (m.attempts, m.superseded) == (11, 11)
     assert ("tiny", "probe", "blocked") not in m.guard_actions, "only the newest answers, none blocked, are counted"
+
+
+def test_the_defence_key_hashes_every_path_argument(tmp_path):
+    from safethink.eval._store import defence_key
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("one")
+    b.write_text("two")
+    assert defence_key({"then": "none"}, "k") == "k"
+    only_path = defence_key({"path": str(a)}, "k")
+    both = defence_key({"path": str(a), "wrapper_path": str(b)}, "k")
+    assert only_path != both
+    b.write_text("three")
+    assert defence_key({"path": str(a), "wrapper_path": str(b)}, "k") != both, "a replaced wrapper file is new"
+    assert defence_key({"path": str(a)}, "k") == only_path
+    assert defence_key({"path": str(a), "wrapper_path": str(tmp_path / "missing")}, "k") == only_path

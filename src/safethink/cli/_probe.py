@@ -43,8 +43,14 @@ def fit(
     lr: Annotated[float, typer.Option(min=1e-7, help="--tune: learning rate.")] = 5e-4,
     val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="--tune: share of request groups kept out "
                                                                        "of training to set the thresholds.")] = 0.15,
+    target: Annotated[str, typer.Option(help="intent: harmful vs benign requests; wrapper: any request inside one of "
+                                             "--attacks vs the same requests under --plain-attacks (the probe "
+                                             "guard's wrapper_path=).")] = "intent",
+    plain_attacks: Annotated[str, typer.Option(help="--target wrapper: comma list of the attacks whose forms count "
+                                                    "as plain requests (none, and rewrites such as past-tense).")] = "none",
 ) -> None:
-    """Fit a probe that tells harmful from benign requests by the model's hidden state; writes --out."""
+    """Fit a probe that tells harmful from benign requests by the model's hidden state (or, with --target
+    wrapper, requests inside an attack from plain ones); writes --out."""
     from ..errors import SpecError
     from ..models import load_model
     from ..train import fit_probe_from_sources
@@ -59,6 +65,14 @@ def fit(
         raise SpecError("--tune fits on the base model at one read-out block: use --tune-layer, not --layer, "
                         "and neither --adapter nor --pool")
     attack_list = [a for a in attacks.split(",") if a]
+    plain_list = [a for a in plain_attacks.split(",") if a]
+    if target not in ("intent", "wrapper"):
+        raise SpecError(f"--target {target!r}: expected intent or wrapper")
+    if target == "wrapper":
+        attack_list += [a for a in plain_list if a not in attack_list]
+    elif plain_attacks != "none":
+        raise SpecError("--plain-attacks is for --target wrapper")
+    kind = {"target": target, "plain_attacks": plain_list}
     quiet_hf()
     m = load_model(model, adapter=adapter)
     if tune:
@@ -72,30 +86,37 @@ def fit(
             probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
                                            data_dir=data_dir, forms_per_request=forms_per_request, tune=True,
                                            layer=tune_layer, epochs=epochs, rank=rank, lr=lr,
-                                           val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr, progress=step)
+                                           val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr, progress=step,
+                                           **kind)
     else:
         with console.status("computing hidden states and cross-validating layers"):
             probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
                                            data_dir=data_dir, forms_per_request=forms_per_request, layers=layer,
-                                           pool=pool, c=c, max_fpr=max_fpr, max_fnr=max_fnr, ensembles=sizes)
+                                           pool=pool, c=c, max_fpr=max_fpr, max_fnr=max_fnr, ensembles=sizes, **kind)
     probe.save(out)
     mt = probe.metrics
     where = "validation" if tune else "out-of-fold"
-    table = Table(title=f"{'tuned ' if tune else ''}probe -> {out}")
+    pos, neg = ("wrapped", "plain") if target == "wrapper" else ("harmful", "benign")
+    table = Table(title=f"{'tuned ' if tune else ''}{'wrapper ' if target == 'wrapper' else ''}probe -> {out}")
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("examples", f"{mt['n_harmful']} harmful, {mt['n_benign']} benign ({mt['n_groups']} groups)")
+    table.add_row("examples", f"{mt['n_harmful']} {pos}, {mt['n_benign']} {neg} ({mt['n_groups']} groups)")
     if tune:
         table.add_row("read-out block", f"{probe.layer} (LoRA r={rank}, {mt['steps']} steps, {mt['train_seconds']:.0f} s)")
     else:
         table.add_row("layer" if len(probe.layers) == 1 else "layers (mean of their logits)", f"{probe.layer} ({probe.pool})")
     table.add_row(f"{where} AUC", f"{mt['auc']:.3f}")
     table.add_row("threshold", f"{probe.threshold:.4f}")
-    table.add_row(f"{where} flagged", f"harmful {100 * mt['oof_harmful_flagged']:.0f}%, benign {100 * mt['oof_benign_flagged']:.0f}%")
-    table.add_row("route threshold", f"{probe.route_threshold:.4f}")
-    table.add_row(f"{where} routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
+    table.add_row(f"{where} flagged", f"{pos} {100 * mt['oof_harmful_flagged']:.0f}%, {neg} {100 * mt['oof_benign_flagged']:.0f}%")
+    if target == "intent":
+        table.add_row("route threshold", f"{probe.route_threshold:.4f}")
+        table.add_row(f"{where} routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
     console.print(table)
-    console.print(f"use it: safethink serve --guard probe --guard-arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
+    if target == "wrapper":
+        console.print(f"use it beside an intent probe: --guard probe --guard-arg path=<intent probe> --guard-arg "
+                      f"wrapper_path={out}, or alone: --guard-arg path={out}")
+    else:
+        console.print(f"use it: safethink serve --guard probe --guard-arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
 
 
 @probe_app.command("score")
@@ -113,7 +134,7 @@ def score(
     quiet_hf()
     m = load_model(model, adapter=adapter)
     table = Table(title=f"{probe} (threshold {p.threshold:.4f})")
-    for col in ("p(harmful)", "refused", "request"):
+    for col in ("p(wrapped)" if p.target == "wrapper" else "p(harmful)", "refused", "request"):
         table.add_column(col, overflow="fold")
     for text, s in zip(prompt, p.score(m, [[{"role": "user", "content": t}] for t in prompt])):
         table.add_row(f"{s:.4f}", "yes" if s >= p.threshold else "no", text)

@@ -57,12 +57,15 @@ def attempt_key(model_spec: str, adapter_hash: str, defence_spec: str, attack_sp
 
 
 def defence_key(args: dict[str, Any], key: str) -> str:
-    """A defence's part of the attempt key: ``key`` (its spec), plus the content hash of the file or directory
-    its ``path`` argument names (a probe, for one), so an answer is never reused for a replaced file."""
-    path = args.get("path")
-    if not isinstance(path, str) or not Path(path).exists():
+    """A defence's part of the attempt key: ``key`` (its spec), plus the content hash of each file or directory
+    its ``path`` and ``*_path`` arguments name (a probe, for one), so an answer is never reused for a replaced
+    file."""
+    files = {k: v for k, v in sorted(args.items())
+             if (k == "path" or k.endswith("_path")) and isinstance(v, str) and Path(v).exists()}
+    if not files:
         return key
-    return canonical_json({"spec": key, "path_sha256": path_hash(path)})
+    hashes = {("path_sha256" if k == "path" else f"{k}_sha256"): path_hash(v) for k, v in files.items()}
+    return canonical_json({"spec": key, **hashes})
 
 
 def path_hash(path: str | Path) -> str:

@@ -3,7 +3,8 @@
 Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``; names:
 ``none``, ``scot``, ``scot-verdict`` (SCoT verdicts read from their log-odds), ``r2d``,
 ``r2d-pivot`` (decode-time pivot guard), ``probe`` (a linear probe on the model's hidden state, or a tuned
-probe: LoRA-adapted lower blocks with a linear head) and the published baselines
+probe: LoRA-adapted lower blocks with a linear head; a second, wrapper probe refuses requests that come
+inside an attack's template or encoding) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
 ``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
 """
@@ -13,7 +14,7 @@ from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal
 from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexities, perturb
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
-from ._probe import ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
+from ._probe import PROBE_TARGETS, ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
 from ._tuned import TunedProbe, fit_tuned_probe, load_probe
 from ._verdict import SCoTVerdictGuard, verdict_scores
 from ._prompting import GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTPrompt, SelfReminder
@@ -26,6 +27,7 @@ def create_guard(name: str, **options) -> Guard:
 
 __all__ = [
     "BLOCKING_ACTIONS",
+    "PROBE_TARGETS",
     "GUARDS",
     "EraseAndCheck",
     "GoalPriority",

@@ -33,6 +33,8 @@ from ._tuned import TunedProbe, load_probe
 
 Pool = Literal["last", "mean"]
 PROBE_FORMAT = "safethink-probe/1"
+PROBE_TARGETS = ("intent", "wrapper")
+"""What a probe scores: ``intent`` (is the request harmful) or ``wrapper`` (does an attack wrap it)."""
 
 
 def _adapter_off(model: ChatModel, why: str) -> Any:
@@ -118,6 +120,9 @@ class RequestProbe:
     cut at which at most ``max_fnr`` of the harmful training forms fall below it, out of fold."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Cross-validation results: AUC per layer and per ensemble size, the chosen probe's rates at the threshold, counts."""
+    target: str = "intent"
+    """What the score is the probability of: ``intent``, a harmful request; ``wrapper``, a request (of any
+    intent) inside an attack's template or encoding (see :data:`PROBE_TARGETS`)."""
 
     @property
     def layers(self) -> list[int]:
@@ -174,9 +179,15 @@ class RequestProbe:
         probe = _load_json_as(cls, path, PROBE_FORMAT, "probe file", "probe file")
         if not (len(probe.weight) == len(probe.mean) == len(probe.scale)) or not probe.weight:
             raise SpecError(f"{path}: weight, mean and scale must be non-empty and of one length")
+        check_target(probe, path)
         if not probe.layers or len(probe.weight) % len(probe.layers):
             raise SpecError(f"{path}: {len(probe.weight)} weights do not split evenly over layers {probe.layers}")
         return probe
+
+
+def check_target(probe: Any, path: Path) -> None:
+    if probe.target not in PROBE_TARGETS:
+        raise SpecError(f"{path}: target {probe.target!r} is not one of {', '.join(PROBE_TARGETS)}")
 
 
 def _load_json_as(cls: Any, path: Path, fmt: str, kind: str, malformed: str, /, **extra: Any) -> Any:
@@ -334,6 +345,11 @@ class ProbeGuard(GuardBase):
     sure are benign (below the route threshold) are answered by the base model as is, adapter off; those
     between the two thresholds by the adapter through ``then``; those above are refused. The adapter's
     over-refusal then only reaches the requests the probe is unsure of.
+
+    ``wrapper_path`` adds a wrapper probe (``safethink probe fit --target wrapper``): a request it flags (it
+    came encoded or inside an attack's template, whatever it asks) is refused with :attr:`wrapper_message`
+    before the intent probe is consulted. The intent probe then only has to judge requests as users write
+    them, which is where telling a harmful request from its same-topic twin is possible at all.
     """
 
     name: ClassVar[str] = "probe"
@@ -358,6 +374,14 @@ class ProbeGuard(GuardBase):
     route_threshold: float | None = None
     """Override the probe's own route threshold (:attr:`RequestProbe.route_threshold`)."""
     check_model: bool = True
+    wrapper_path: str | None = None
+    """A wrapper probe (file or tuned directory) from ``safethink probe fit --target wrapper``."""
+    wrapper_probe: RequestProbe | TunedProbe | None = None
+    """An in-memory wrapper probe instead of ``wrapper_path``."""
+    wrapper_threshold: float | None = None
+    """Override the wrapper probe's own threshold."""
+    wrapper_message: str | None = None
+    """Refusal text for a wrapped request; default from prompts.yaml."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -365,7 +389,15 @@ class ProbeGuard(GuardBase):
             raise SpecError("guard 'probe': give exactly one of path= (a probe file) or probe=")
         if self.probe is None:
             self.probe = load_probe(self.path)  # type: ignore[arg-type]
-        for name in ("threshold", "route_threshold"):
+        if self.wrapper_path is not None and self.wrapper_probe is not None:
+            raise SpecError("guard 'probe': give at most one of wrapper_path= or wrapper_probe=")
+        if self.wrapper_path is not None:
+            self.wrapper_probe = load_probe(self.wrapper_path)
+        if self.wrapper_probe is not None and self.wrapper_probe.target != "wrapper":
+            raise SpecError(f"guard 'probe': the wrapper probe {self.wrapper_path or ''} scores "
+                            f"{self.wrapper_probe.target!r}, not 'wrapper' (fit one with safethink probe fit "
+                            "--target wrapper)")
+        for name in ("threshold", "route_threshold", "wrapper_threshold"):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:
                 raise SpecError(f"guard 'probe': {name} is a probability in [0, 1], got {v}")
@@ -384,20 +416,33 @@ class ProbeGuard(GuardBase):
     def options(self) -> dict[str, Any]:
         opts = super().options()
         opts.pop("probe")
+        opts.pop("wrapper_probe", None)
         return opts
 
     def _check(self, model: ChatModel) -> None:
         assert self.probe is not None
-        why = self.probe.mismatch(model, base=self.states == "base") if self.check_model else None
-        if why:
-            raise SpecError(f"guard 'probe': {why} or pass check_model=False")
+        if not self.check_model:
+            return
+        for what, p in (("", self.probe), ("wrapper ", self.wrapper_probe)):
+            why = p.mismatch(model, base=self.states == "base") if p is not None else None
+            if why:
+                raise SpecError(f"guard 'probe': {what}{why} or pass check_model=False")
 
     def generate(self, model: ChatModel, conversations: Sequence[Conversation], config: GenerationConfig,
                  *, progress: ProgressFn | None = None) -> list[GuardedOutput]:
         assert self.probe is not None
         self._check(model)
         threshold = self.probe.threshold if self.threshold is None else self.threshold
-        scores = self.probe.score(model, conversations, batch_size=config.batch_size, base=self.states == "base")
+        wrapped: dict[int, float] = {}
+        w_cut = 1.0
+        if self.wrapper_probe is not None:
+            w_cut = self.wrapper_probe.threshold if self.wrapper_threshold is None else self.wrapper_threshold
+            w_scores = self.wrapper_probe.score(model, conversations, batch_size=config.batch_size,
+                                                base=self.states == "base")
+            wrapped = {i: s for i, s in enumerate(w_scores) if s >= w_cut}
+        rest = [i for i in range(len(conversations)) if i not in wrapped]
+        scores = dict(zip(rest, self.probe.score(model, [conversations[i] for i in rest],
+                                                 batch_size=config.batch_size, base=self.states == "base")))
         cut = -1.0
         if self.route == "base":
             if not getattr(model, "adapter", None):
@@ -405,8 +450,8 @@ class ProbeGuard(GuardBase):
                                 f"{model.spec} has no adapter")
             cut = self.probe.route_threshold if self.route_threshold is None else self.route_threshold
             cut = min(cut, threshold)  # type: ignore[type-var]
-        low = [i for i, s in enumerate(scores) if s < cut]
-        passed = [i for i, s in enumerate(scores) if cut <= s < threshold]
+        low = [i for i, s in scores.items() if s < cut]
+        passed = [i for i, s in scores.items() if cut <= s < threshold]
         answered: dict[int, GuardedOutput] = {}
         if low:
             with _adapter_off(model, "answer with the base model")():
@@ -417,7 +462,14 @@ class ProbeGuard(GuardBase):
                                                             progress=progress)))
         msg = self.message or text("refusal", "default")
         outs = []
-        for i, s in enumerate(scores):
+        for i in range(len(conversations)):
+            if i in wrapped:
+                outs.append(refusal(self.wrapper_message or text("refusal", "wrapper"), action="blocked",
+                                    wrapper_score=wrapped[i], wrapper_threshold=w_cut))
+                if progress:
+                    progress(1)
+                continue
+            s = scores[i]
             info = {"probe_score": s, "probe_threshold": threshold}
             if self.route == "base":
                 info["probe_route_threshold"] = cut

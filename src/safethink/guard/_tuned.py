@@ -45,6 +45,8 @@ class TunedProbe:
     route_threshold: float | None = None
     rank: int = 8
     metrics: dict[str, Any] = field(default_factory=dict)
+    target: str = "intent"
+    """``intent`` or ``wrapper``, as :attr:`RequestProbe.target`."""
     path: str | None = None
     """The directory it was saved to or loaded from."""
     _net: Any = field(default=None, repr=False, compare=False)
@@ -143,7 +145,7 @@ class TunedProbe:
         tmp.mkdir(parents=True)
         self._net.save_pretrained(str(tmp / "adapter"))
         meta = {k: getattr(self, k) for k in ("model", "layer", "weight", "bias", "threshold", "route_threshold",
-                                                  "rank", "metrics")}
+                                                  "rank", "metrics", "target")}
         atomic_write_text(tmp / "probe.json", json.dumps({"format": TUNED_FORMAT, **meta}, indent=1))
         if path.exists():
             shutil.rmtree(path)
@@ -158,9 +160,10 @@ class TunedProbe:
         if not meta.is_file() or not (path / "adapter").is_dir():
             raise SpecError(f"{path}: not a tuned probe directory (expected probe.json and adapter/ in it; "
                             "fit one with: safethink probe fit --tune ...)")
-        from ._probe import _load_json_as
+        from ._probe import _load_json_as, check_target
 
         probe = _load_json_as(cls, meta, TUNED_FORMAT, "tuned probe", "tuned probe file", path=str(path))
+        check_target(probe, meta)
         if not probe.weight or probe.layer < 1:
             raise SpecError(f"{meta}: the head needs weights and a layer >= 1")
         return probe

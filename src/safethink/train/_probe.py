@@ -3,6 +3,8 @@
 Harmful and benign requests go through the same attacks, so the probe sees every template on both
 sides and has to read the request inside it. Attacks are applied with their own seed (``seed + 1``
 by default), so a template instance drawn for evaluation under ``seed`` is not the one fitted on.
+A wrapper probe (``target="wrapper"``) is fitted the other way round: the same requests, labelled by
+whether an attack wraps them.
 """
 
 from __future__ import annotations
@@ -61,15 +63,21 @@ def pair_key(rec: Any) -> str:
 def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[str], *,
                            attacks: Sequence[str] = ("none",), seed: int = 0, attack_seed: int | None = None,
                            limit: int | None = None, data_dir: str | None = None, tune: bool = False,
-                           forms_per_request: int | None = None, **fit_options: Any) -> Any:
+                           forms_per_request: int | None = None, target: str = "intent",
+                           plain_attacks: Sequence[str] = ("none",), **fit_options: Any) -> Any:
     """Load ``harmful`` / ``benign`` prompt sources (names, paths, ``builtin:...``), put every request
     under every attack (with ``forms_per_request`` = k, under k of them drawn per request) and fit a
     :class:`~safethink.guard.RequestProbe` on ``model`` (with ``tune``, a :class:`~safethink.guard.TunedProbe`).
 
     ``fit_options`` go to :func:`safethink.guard.fit_probe` (``layers``, ``pool``, ``c``, ``max_fpr`` ...),
-    or with ``tune`` to :func:`safethink.guard.fit_tuned_probe` (``layer``, ``epochs``, ``rank``, ``max_fpr`` ...)."""
+    or with ``tune`` to :func:`safethink.guard.fit_tuned_probe` (``layer``, ``epochs``, ``rank``, ``max_fpr`` ...).
+
+    ``target="wrapper"`` fits an attack-wrapper probe instead: p(the request arrives inside an attack), whatever
+    the request asks. Every request, harmful and benign, is a positive under each of ``attacks`` that is not in
+    ``plain_attacks``, and a negative under each of ``plain_attacks`` (``none``, and rewrites that read like an
+    ordinary request such as ``past-tense``), so the threshold (``max_fpr``) is set on plain requests."""
     from ..data import load_prompts
-    from ..guard import fit_probe, fit_tuned_probe
+    from ..guard import PROBE_TARGETS, fit_probe, fit_tuned_probe
 
     def load(sources: Sequence[str], label: str) -> list[Any]:
         out = []
@@ -77,13 +85,26 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
             out += load_prompts(s, label=label, limit=limit, seed=seed, data_dir=data_dir)  # type: ignore[arg-type]
         return out
 
+    if target not in PROBE_TARGETS:
+        raise SpecError(f"probe target {target!r}: expected one of {', '.join(PROBE_TARGETS)}")
     h, b = load(harmful, "harmful"), load(benign, "benign")
     aseed = seed + 1 if attack_seed is None else attack_seed
-    hc, hg = attacked_examples(h, attacks, seed=aseed, per_record=forms_per_request)
-    bc, bg = attacked_examples(b, attacks, seed=aseed, per_record=forms_per_request)
+    if target == "intent":
+        hc, hg = attacked_examples(h, attacks, seed=aseed, per_record=forms_per_request)
+        bc, bg = attacked_examples(b, attacks, seed=aseed, per_record=forms_per_request)
+    else:
+        wrappers = [a for a in attacks if a not in plain_attacks]
+        if not wrappers or not plain_attacks:
+            raise SpecError("a wrapper probe needs attacks that wrap the request and plain_attacks that do not "
+                            f"(attacks: {', '.join(attacks)}; plain: {', '.join(plain_attacks) or 'none given'})")
+        hc, hg = attacked_examples([*h, *b], wrappers, seed=aseed, per_record=forms_per_request)
+        bc, bg = attacked_examples([*h, *b], plain_attacks, seed=aseed)
     fit = fit_tuned_probe if tune else fit_probe
     probe = fit(model, hc, bc, groups=[*hg, *bg], seed=seed, **fit_options)
+    probe.target = target
     probe.metrics["fitted_on"] = {"harmful": list(harmful), "benign": list(benign), "attacks": list(attacks),
                                   "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b),
-                                  "forms_per_request": forms_per_request, "forms": len(hc) + len(bc)}
+                                  "forms_per_request": forms_per_request, "forms": len(hc) + len(bc),
+                                  "target": target,
+                                  **({"plain_attacks": list(plain_attacks)} if target == "wrapper" else {})}
     return probe
