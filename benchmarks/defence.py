@@ -6,7 +6,8 @@ benign, HarmBench val, StrongREJECT small, XSTest safe + unsafe, under the trans
 Ordinary requests: held-out Alpaca instructions (``harmless-val``), for the benign answer rate.
 Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard (``--variants`` picks some);
 with ``--probe`` also R2D behind the probe guard and the probe router (base / R2D), the probe fitted on the
-base model's states of the training prompts under ``--probe-attacks``.
+base model's states of the training prompts under ``--probe-attacks``; with ``--wrapper-path`` also the rows
+behind a wrapper probe, which refuses requests that come inside an attack template or encoding.
 The attack suite runs on the ``--attacked`` sets (default: JBB harmful, the issue's target set); the
 other harmful sets get the plain request, so the cost stays within a CPU's reach.
 
@@ -38,7 +39,7 @@ from _machine import machine  # noqa: E402
 from safethink.data import find_near_duplicates, load_eval_prompts, load_prompts
 from safethink.io import write_jsonl
 from safethink.quickstart import (
-    QuickstartConfig, build_training_sets, eval_specs, run_evaluations, summarise, train_adapters,
+    QuickstartConfig, Variant, build_training_sets, eval_specs, run_evaluations, summarise, train_adapters,
 )
 
 HARMFUL_SETS = {"jbb-harmful": "JBB harmful", "harmbench": "HarmBench val", "strongreject": "StrongREJECT"}
@@ -77,6 +78,10 @@ def main() -> None:
     ap.add_argument("--probe-benign", type=int, default=40,
                     help="Benign prompts the probe is fitted on from each of: safethink twins, safe-but-scary, "
                          "ordinary, Alpaca harmless (the harmful ones: the --train-harmful AdvBench prompts).")
+    ap.add_argument("--wrapper-path", default=None,
+                    help="A wrapper probe (safethink probe fit --target wrapper, or benchmarks/wrapper.py "
+                         "--save-probe): adds the rows base and R2D behind it, and with --probe the base model behind "
+                         "it and the intent probe together (the probe guard's wrapper_path=).")
     ap.add_argument("--attacks", default=",".join(TRANSFORM_ATTACKS))
     ap.add_argument("--attacked", default="jbb-harmful", help="Harmful sets that get every attack (comma list).")
     ap.add_argument("--variants", default=None, help="Variant names (comma list; default: all).")
@@ -94,11 +99,6 @@ def main() -> None:
                            max_new_tokens=args.max_new_tokens, probe=args.probe or args.probe_tune,
                            probe_tune=args.probe_tune)
     all_variants = cfg.variants()
-    wanted = args.variants.split(",") if args.variants else [v.name for v in all_variants]
-    unknown = set(wanted) - {v.name for v in all_variants}
-    if unknown:
-        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {[v.name for v in all_variants]}")
-    variants = tuple(v for v in all_variants if v.name in wanted)
     if args.probe_path:
         if not cfg.probe:
             raise SystemExit("--probe-path needs --probe")
@@ -106,8 +106,15 @@ def main() -> None:
             raise SystemExit(f"--probe-path: {args.probe_path} does not exist")
         # named after the probe, so the results store never mixes its answers with another probe's
         tag = Path(args.probe_path).name
-        variants = tuple(replace(v, name=f"{v.name} ({tag})", guard_args={**v.guard_args, "path": args.probe_path})
-                         if v.guard == "probe" else v for v in variants)
+        all_variants = tuple(replace(v, name=f"{v.name} ({tag})", guard_args={**v.guard_args, "path": args.probe_path})
+                             if v.guard == "probe" else v for v in all_variants)
+    if args.wrapper_path:
+        all_variants = (*all_variants, *wrapper_variants(cfg, args))
+    wanted = args.variants.split(",") if args.variants else [v.name for v in all_variants]
+    unknown = set(wanted) - {v.name for v in all_variants}
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {[v.name for v in all_variants]}")
+    variants = tuple(v for v in all_variants if v.name in wanted)
     attacked = args.attacked.split(",")
 
     def progress(what: str, done: int, total: int) -> None:
@@ -188,6 +195,22 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     console.print(f"wrote {args.json}; report: safethink report {eval_dir}")
+
+
+def wrapper_variants(cfg: QuickstartConfig, args: argparse.Namespace) -> list[Variant]:
+    """Rows behind the wrapper probe at ``--wrapper-path``, named after its file: the base model, R2D, and with
+    ``--probe`` the base model behind the wrapper probe and the intent probe together."""
+    path = args.wrapper_path
+    if not Path(path).exists():
+        raise SystemExit(f"--wrapper-path: {path} does not exist")
+    tag = Path(path).name
+    rows = [Variant(f"base + wrapper probe ({tag})", None, "probe", {"path": path}),
+            Variant(f"R2D + wrapper probe ({tag})", "r2d", "probe", {"path": path, "then": "r2d", "states": "base"})]
+    if cfg.probe:
+        intent = args.probe_path or str(cfg.probe_path)
+        rows.append(Variant(f"base + wrapper + intent probe ({tag}, {Path(intent).name})", None, "probe",
+                            {"path": intent, "wrapper_path": path}))
+    return rows
 
 
 def clean_advbench(out: Path, data_dir: str, seed: int, console: Console) -> Path:

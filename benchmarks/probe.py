@@ -14,6 +14,8 @@ Given a quickstart's evaluation store (``--eval``), it also sweeps the guard's t
 answers of a variant (``--variants``): a request the probe flags is refused, any other keeps the answer the
 variant gave, so the table is what ``<variant> + probe guard`` scores at each threshold with greedy decoding
 (a real run of the guard at one threshold checks it: ``benchmarks/ablations.py --arms base-probe``).
+With ``--wrapper`` a wrapper probe stands in front, as the guard's ``wrapper_path=``: what it flags is refused
+at every threshold, and a "wrapper only" row shows it alone.
 
     python benchmarks/probe.py --splits runs/quickstart/splits --eval runs/quickstart/eval --variants base,R2D
 
@@ -75,6 +77,9 @@ def main() -> None:
     ap.add_argument("--probe", default=None,
                     help="Sweep with this probe (a linear probe file or a tuned probe directory) instead of fitting "
                          "one (needs --eval).")
+    ap.add_argument("--wrapper", default=None,
+                    help="With --probe: a wrapper probe (safethink probe fit --target wrapper) in front; requests it "
+                         "flags are refused at every threshold, as the probe guard's wrapper_path= does.")
     ap.add_argument("--json", default="benchmarks/results/probe.json")
     args = ap.parse_args()
     ensembles = tuple(int(n) for n in args.ensembles.split(","))
@@ -94,6 +99,7 @@ def main() -> None:
 
         probe = load_probe(args.probe)  # a linear probe file or a tuned probe directory
         write(args, {"probe": args.probe, "threshold": probe.threshold, "metrics": probe.metrics,
+                     "wrapper": args.wrapper,
                      "sweep": threshold_sweep(args, probe, model, console), "seconds": time.perf_counter() - t0}, console)
         return
 
@@ -272,25 +278,40 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
     benign_sets = sorted({a.dataset for a in attempts if a.label != "harmful"})
     keys = {json.dumps(a.messages): a.messages for a in attempts}
     scores = dict(zip(keys, probe.score(model, list(keys.values()))))
-    thresholds = sorted({0.1, 0.3, 0.5, 0.7, 0.9, 0.99, round(probe.threshold, 3)})
+    thresholds: list[float | None] = sorted({0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.97, 0.99, round(probe.threshold, 3)})
+    wrapped: set[str] = set()
+    if args.wrapper:
+        from safethink.guard import load_probe
+
+        wp = load_probe(args.wrapper)
+        if wp.target != "wrapper":
+            raise SystemExit(f"--wrapper {args.wrapper}: a probe of target {wp.target!r}, not a wrapper probe")
+        wrapped = {k for k, sc in zip(keys, wp.score(model, list(keys.values()))) if sc >= wp.threshold}
+        thresholds = [float("inf"), *thresholds]  # the wrapper probe alone
     out = []
     pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
     table = Table(title=f"<variant> + probe guard from stored answers ({args.eval}); default threshold "
-                        f"{probe.threshold:.3f}")
+                        f"{probe.threshold:.3f}" + (f"; wrapper probe {args.wrapper} in front" if wrapped else ""))
     for col in ("variant", "threshold", "ASR all", *[f"refused: {b}" for b in benign_sets], "benign answered"):
         table.add_column(col, justify="right")
     for variant in args.variants.split(","):
         mine = [a for a in attempts if a.defence_name == variant]
         for t in [None, *thresholds]:
-            gated = [dataclasses.replace(a, guard_action="blocked")
-                     if t is not None and scores[json.dumps(a.messages)] >= t else a for a in mine]
+            def blocked(k: str) -> bool:
+                return t is not None and (k in wrapped or scores[k] >= t)
+
+            gated = [dataclasses.replace(a, guard_action="blocked") if blocked(json.dumps(a.messages)) else a
+                     for a in mine]
             m = compute_metrics(gated)
             key = (gated[0].model_name, variant)
-            row = {"variant": variant, "threshold": t, "asr": m.asr[(*key, "(all)")].rate,
+            row = {"variant": variant, "threshold": None if t == float("inf") else t,
+                   "wrapper": bool(wrapped) and t is not None, "asr": m.asr[(*key, "(all)")].rate,
+                   "asr_by_attack": {a: r.rate for (mo, de, a), r in m.asr.items() if (mo, de) == key},
                    "refused": {d: r.rate for (mo, de, d), r in m.over_refusal.items() if (mo, de) == key and d != "(all)"},
                    "benign_answer": m.benign_answer[key].rate}
             out.append(row)
-            table.add_row(variant, "no probe" if t is None else f"{t:.3f}", pct(row["asr"]),
+            label = "no probe" if t is None else "wrapper only" if t == float("inf") else f"{t:.3f}"
+            table.add_row(variant, label, pct(row["asr"]),
                           *[pct(row["refused"].get(s, float("nan"))) for s in benign_sets], pct(row["benign_answer"]))
     if args.router:
         low_v, high_v = args.router.split(",")
@@ -303,7 +324,8 @@ def threshold_sweep(args, probe, model, console) -> list[dict]:
             for k, a in high.items():
                 sc = scores[json.dumps(a.messages)]
                 pick = a if sc >= cut else low[k]
-                pick = dataclasses.replace(pick, guard_action="blocked") if sc >= probe.threshold else pick
+                if sc >= probe.threshold or json.dumps(a.messages) in wrapped:
+                    pick = dataclasses.replace(pick, guard_action="blocked")
                 routed.append(dataclasses.replace(pick, model_name="router", defence_name="router"))
             m = compute_metrics(routed)
             key = ("router", "router")

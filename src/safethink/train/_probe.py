@@ -16,14 +16,14 @@ from ..errors import SpecError
 
 
 def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: int,
-                      per_record: int | None = None) -> tuple[list[Any], list[str]]:
+                      per_record: int | None = None, with_attacks: bool = False) -> tuple[list[Any], list[str]]:
     """Every record under every attack: (conversations, group per conversation). With ``per_record`` = k,
     each record goes under k of the attacks instead, drawn without replacement (seeded by ``seed`` and the
     record's pair key, so a harmful request and its twin are drawn the same attacks), so a long attack list
     costs k forms per request.
 
     A record's group is its pair key (:func:`pair_key`), so a harmful request, its twin and all their
-    attacked forms share one cross-validation fold."""
+    attacked forms share one cross-validation fold. ``with_attacks`` adds a third list: each form's attack."""
     import random
 
     from ..attacks import ATTACKS
@@ -39,14 +39,43 @@ def attacked_examples(records: Sequence[Any], attacks: Sequence[str], *, seed: i
         for rec in records:
             for name in random.Random(f"{seed}/{pair_key(rec)}").sample(list(attacks), per_record):
                 chosen[name].append(rec)
-    convs, groups = [], []
+    convs, groups, names = [], [], []
     for name in attacks:
         if not chosen[name]:
             continue
         for rec, ap in zip(chosen[name], ATTACKS.create(name).prepare(chosen[name], seed=seed)):
             convs.append(ap.messages)
             groups.append(pair_key(rec))
+            names.append(name)
+    if with_attacks:
+        return convs, groups, names  # type: ignore[return-value]
     return convs, groups
+
+
+def probe_forms(harmful: Sequence[Any], benign: Sequence[Any], attacks: Sequence[str], *, seed: int,
+                per_record: int | None = None, target: str = "intent",
+                plain_attacks: Sequence[str] = ("none",)) -> dict[str, list[Any]]:
+    """The labelled conversations a probe of ``target`` is fitted on: ``positive`` and ``negative``
+    conversations, then ``groups`` and ``attacks`` (the attack of each form), positives first.
+
+    ``intent``: the harmful requests under ``attacks`` are positive, the benign ones negative. ``wrapper``:
+    every request, harmful and benign, is positive under each attack not in ``plain_attacks`` (``per_record``
+    of them drawn per request) and negative under each of ``plain_attacks``."""
+    from ..guard import PROBE_TARGETS
+
+    if target not in PROBE_TARGETS:
+        raise SpecError(f"probe target {target!r}: expected one of {', '.join(PROBE_TARGETS)}")
+    if target == "intent":
+        pos = attacked_examples(harmful, attacks, seed=seed, per_record=per_record, with_attacks=True)
+        neg = attacked_examples(benign, attacks, seed=seed, per_record=per_record, with_attacks=True)
+    else:
+        wrappers = [a for a in attacks if a not in plain_attacks]
+        if not wrappers or not plain_attacks:
+            raise SpecError("a wrapper probe needs attacks that wrap the request and plain_attacks that do not "
+                            f"(attacks: {', '.join(attacks)}; plain: {', '.join(plain_attacks) or 'none given'})")
+        pos = attacked_examples([*harmful, *benign], wrappers, seed=seed, per_record=per_record, with_attacks=True)
+        neg = attacked_examples([*harmful, *benign], plain_attacks, seed=seed, with_attacks=True)
+    return {"positive": pos[0], "negative": neg[0], "groups": [*pos[1], *neg[1]], "attacks": [*pos[2], *neg[2]]}
 
 
 def pair_key(rec: Any) -> str:
@@ -77,7 +106,7 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
     ``plain_attacks``, and a negative under each of ``plain_attacks`` (``none``, and rewrites that read like an
     ordinary request such as ``past-tense``), so the threshold (``max_fpr``) is set on plain requests."""
     from ..data import load_prompts
-    from ..guard import PROBE_TARGETS, fit_probe, fit_tuned_probe
+    from ..guard import fit_probe, fit_tuned_probe
 
     def load(sources: Sequence[str], label: str) -> list[Any]:
         out = []
@@ -85,22 +114,13 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
             out += load_prompts(s, label=label, limit=limit, seed=seed, data_dir=data_dir)  # type: ignore[arg-type]
         return out
 
-    if target not in PROBE_TARGETS:
-        raise SpecError(f"probe target {target!r}: expected one of {', '.join(PROBE_TARGETS)}")
     h, b = load(harmful, "harmful"), load(benign, "benign")
     aseed = seed + 1 if attack_seed is None else attack_seed
-    if target == "intent":
-        hc, hg = attacked_examples(h, attacks, seed=aseed, per_record=forms_per_request)
-        bc, bg = attacked_examples(b, attacks, seed=aseed, per_record=forms_per_request)
-    else:
-        wrappers = [a for a in attacks if a not in plain_attacks]
-        if not wrappers or not plain_attacks:
-            raise SpecError("a wrapper probe needs attacks that wrap the request and plain_attacks that do not "
-                            f"(attacks: {', '.join(attacks)}; plain: {', '.join(plain_attacks) or 'none given'})")
-        hc, hg = attacked_examples([*h, *b], wrappers, seed=aseed, per_record=forms_per_request)
-        bc, bg = attacked_examples([*h, *b], plain_attacks, seed=aseed)
+    forms = probe_forms(h, b, attacks, seed=aseed, per_record=forms_per_request, target=target,
+                        plain_attacks=plain_attacks)
+    hc, bc = forms["positive"], forms["negative"]
     fit = fit_tuned_probe if tune else fit_probe
-    probe = fit(model, hc, bc, groups=[*hg, *bg], seed=seed, **fit_options)
+    probe = fit(model, hc, bc, groups=forms["groups"], seed=seed, **fit_options)
     probe.target = target
     probe.metrics["fitted_on"] = {"harmful": list(harmful), "benign": list(benign), "attacks": list(attacks),
                                   "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b),

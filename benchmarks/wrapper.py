@@ -1,0 +1,170 @@
+"""The wrapper probe on its own: does it flag requests inside attack templates and encodings, including
+templates it was never fitted on, while leaving requests as people write them alone?
+
+Fitted as ``safethink probe fit --target wrapper`` fits it: AdvBench prompts (near copies of evaluation
+prompts dropped), safethink's seed harmful requests, twins, safe-but-scary and ordinary prompts and Alpaca
+harmless instructions; every request is a positive under ``--forms-per-request`` of the wrapper attacks and a
+negative under each plain attack (``none``, ``past-tense``, ``misspellings``: rewrites that read as ordinary
+requests). Then, on prompts it never saw:
+
+- JBB harmful (``--eval-limit`` prompts, drawn as the evaluation draws them) under every attack: the share
+  flagged (a plain-attack row flagged is a request as users write it, which the wrapper probe should leave to
+  the intent probe);
+- leave-one-attack-out: for each wrapper attack, a probe fitted without that attack's forms, on the same
+  layers, scored on the training requests' forms under it: a template family it has never seen;
+- plain public benign sets (JBB benign, XSTest safe, Alpaca held out): the share flagged, which the guard
+  would refuse for no reason.
+
+    python benchmarks/wrapper.py --data-dir ../shared/data --out runs/wrap --save-probe runs/wrap/wrapper.json
+
+Prints the table and writes benchmarks/results/wrapper.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+from defence import TRANSFORM_ATTACKS, clean_advbench  # noqa: E402
+
+from safethink.data import load_prompts
+from safethink.guard import fit_probe_on_states, prompt_states
+from safethink.models import load_model
+from safethink.train import attacked_examples, probe_forms
+
+PLAIN = ("none", "past-tense", "misspellings")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--out", default="runs/wrap", help="Working directory (cleaned AdvBench, cached states).")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--limit", type=int, default=100, help="Requests per training source.")
+    ap.add_argument("--attacks", default=",".join(TRANSFORM_ATTACKS), help="Every attack (wrappers and plain).")
+    ap.add_argument("--plain-attacks", default=",".join(PLAIN))
+    ap.add_argument("--forms-per-request", type=int, default=2, help="Wrapper attacks drawn per training request.")
+    ap.add_argument("--max-fpr", type=float, default=0.01)
+    ap.add_argument("--eval-limit", type=int, default=20, help="JBB harmful prompts scored under every attack.")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-probe", default=None, help="Write the probe fitted on every wrapper here.")
+    ap.add_argument("--json", default="benchmarks/results/wrapper.json")
+    args = ap.parse_args()
+
+    import numpy as np
+
+    console = Console()
+    out = Path(args.out)
+    attacks = args.attacks.split(",")
+    plain = args.plain_attacks.split(",")
+    wrappers = [a for a in attacks if a not in plain]
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    advbench = clean_advbench(out, args.data_dir, args.seed, console)
+    sources = {"harmful": [str(advbench), "builtin:harmful"],
+               "benign": ["builtin:twins", "builtin:borderline", "builtin:benign", "harmless"]}
+    recs = {label: [r for s in srcs for r in load_prompts(s, label=label, limit=args.limit, seed=args.seed,
+                                                          data_dir=args.data_dir)]
+            for label, srcs in sources.items()}
+    # the attack seed the CLI uses (seed + 1), so --save-probe is the probe `safethink probe fit` writes
+    forms = probe_forms(recs["harmful"], recs["benign"], attacks, seed=args.seed + 1,
+                        per_record=args.forms_per_request, target="wrapper", plain_attacks=plain)
+    convs = [*forms["positive"], *forms["negative"]]
+    y = np.array([1] * len(forms["positive"]) + [0] * len(forms["negative"]))
+    form_attack = np.array(forms["attacks"])
+    states = cached_states(model, convs, out / "states", console)
+    layer_ids = list(range(states.shape[1]))
+    t_states = time.perf_counter() - t0
+    full = fit_probe_on_states(states, y, forms["groups"], layer_ids=layer_ids, candidates=layer_ids[1:],
+                               model=model.spec, max_fpr=args.max_fpr, seed=args.seed)
+    full.target = "wrapper"
+    full.metrics["fitted_on"] = {**sources, "limit": args.limit, "attacks": attacks, "plain_attacks": plain,
+                                 "forms_per_request": args.forms_per_request, "target": "wrapper"}
+    if args.save_probe:
+        full.save(args.save_probe)
+    cols = [layer_ids.index(L) for L in full.layers]
+    console.log(f"{len(convs)} training forms, states in {t_states:.0f} s; layers {full.layers}, CV AUC "
+                f"{full.metrics['auc']:.3f}, threshold {full.threshold:.4f}")
+
+    # leave one wrapper out: fitted on the same layers without its forms, scored on them
+    unseen: dict[str, float] = {}
+    for a in wrappers:
+        keep = form_attack != a
+        if keep.all():
+            continue
+        probe = fit_probe_on_states(states[keep][:, cols], y[keep], [g for g, k in zip(forms["groups"], keep) if k],
+                                    layer_ids=full.layers, model=model.spec, max_fpr=args.max_fpr, seed=args.seed,
+                                    ensembles=(len(full.layers),))
+        unseen[a] = float((probe.probabilities(states[~keep][:, cols]) >= probe.threshold).mean())
+
+    jbb = load_prompts("jbb-harmful", limit=args.eval_limit, seed=args.seed, data_dir=args.data_dir)
+    held = {a: full.score(model, attacked_examples(jbb, [a], seed=args.seed)[0]) for a in attacks}
+    flagged = {a: float(np.mean(np.asarray(s) >= full.threshold)) for a, s in held.items()}
+    benign_sets = {"JBB benign": "jbb-benign", "XSTest safe": "xstest-safe", "Alpaca (held out)": "harmless-val"}
+    benign_flagged = {}
+    for name, src in benign_sets.items():
+        rows = load_prompts(src, limit=200, seed=args.seed, data_dir=args.data_dir)
+        s = full.score(model, [[{"role": "user", "content": r.prompt}] for r in rows])
+        benign_flagged[name] = {"flagged": float(np.mean(np.asarray(s) >= full.threshold)), "n": len(rows)}
+
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    table = Table(title=f"wrapper probe ({model.spec}, layers {full.layers}, threshold {full.threshold:.3f} at "
+                        f"{100 * args.max_fpr:.0f}% of plain training forms)")
+    table.add_column("attack")
+    table.add_column("kind")
+    table.add_column(f"JBB harmful flagged (n={len(jbb)})", justify="right")
+    table.add_column("flagged when fitted without it", justify="right")
+    for a in attacks:
+        table.add_row(a, "plain" if a in plain else "wrapper", pct(flagged[a]), pct(unseen.get(a)))
+    console.print(table)
+    bt = Table(title="plain benign requests flagged (the guard would refuse them)")
+    for col in ("set", "n", "flagged"):
+        bt.add_column(col, justify="right")
+    for name, r in benign_flagged.items():
+        bt.add_row(name, str(r["n"]), pct(r["flagged"]))
+    console.print(bt)
+    w_seen = float(np.mean([flagged[a] for a in wrappers]))
+    w_unseen = float(np.mean(list(unseen.values()))) if unseen else float("nan")
+    console.print(f"wrappers: {100 * w_seen:.0f}% of JBB harmful forms flagged (templates fitted on), "
+                  f"{100 * w_unseen:.0f}% of forms under a template left out of the fit")
+    result = {
+        "date": date.today().isoformat(), "machine": machine(),
+        "command": "python benchmarks/wrapper.py " + " ".join(sys.argv[1:]),
+        "seconds": time.perf_counter() - t0, "states_seconds": t_states,
+        "layers": full.layers, "threshold": full.threshold, "cv_auc": full.metrics["auc"],
+        "training_forms": len(convs), "jbb_harmful_flagged": flagged, "leave_one_attack_out_flagged": unseen,
+        "benign_flagged": benign_flagged, "wrappers_flagged_mean": w_seen, "unseen_wrappers_flagged_mean": w_unseen,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    console.print(f"wrote {args.json}")
+
+
+def cached_states(model, convs, cache: Path, console):
+    """All-layer last-token states of ``convs``, kept in ``cache`` under the conversations' digest."""
+    import numpy as np
+
+    digest = hashlib.sha256(json.dumps([model.spec, convs], sort_keys=True).encode()).hexdigest()[:16]
+    f = cache / f"{digest}.npy"
+    if f.is_file():
+        return np.load(f)
+    x = prompt_states(model, convs)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp.npy")
+    np.save(tmp, x)
+    tmp.rename(f)
+    return x
+
+
+if __name__ == "__main__":
+    main()
