@@ -208,7 +208,7 @@ def wrapper_variants(cfg: QuickstartConfig, args: argparse.Namespace) -> list[Va
             Variant(f"R2D + wrapper probe ({tag})", "r2d", "probe", {"path": path, "then": "r2d", "states": "base"})]
     if cfg.probe:
         intent = args.probe_path or str(cfg.probe_path)
-        rows.append(Variant(f"base + wrapper + intent probe ({tag}, {Path(intent).name})", None, "probe",
+        rows.append(Variant(f"base + wrapper + intent probe ({tag} + {Path(intent).name})", None, "probe",
                             {"path": intent, "wrapper_path": path}))
     return rows
 
