@@ -40,9 +40,8 @@ from defence import TRANSFORM_ATTACKS, clean_advbench  # noqa: E402
 from safethink.data import load_prompts
 from safethink.guard import fit_probe_on_states, prompt_states
 from safethink.models import load_model
+from safethink.quickstart import PLAIN_ATTACKS
 from safethink.train import attacked_examples, probe_forms
-
-PLAIN = ("none", "past-tense", "misspellings")
 
 
 def main() -> None:
@@ -52,7 +51,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--limit", type=int, default=100, help="Requests per training source.")
     ap.add_argument("--attacks", default=",".join(TRANSFORM_ATTACKS), help="Every attack (wrappers and plain).")
-    ap.add_argument("--plain-attacks", default=",".join(PLAIN))
+    ap.add_argument("--plain-attacks", default=",".join(PLAIN_ATTACKS))
     ap.add_argument("--forms-per-request", type=int, default=2, help="Wrapper attacks drawn per training request.")
     ap.add_argument("--max-fpr", type=float, default=0.01)
     ap.add_argument("--eval-limit", type=int, default=20, help="JBB harmful prompts scored under every attack.")

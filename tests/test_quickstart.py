@@ -180,3 +180,34 @@ def test_spare_pairs_are_the_unused_training_pairs(tmp_path):
     assert not taken & {r["prompt"] for r in h + t}
     assert [r["twin_of"] for r in t] == [r["id"] for r in h]
     assert QuickstartConfig.for_mode(tmp_path, fast=True).probe_all_pairs is False
+
+
+@pytest.mark.timeout(300)
+def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_path, tiny_dir):
+    from safethink.guard import GUARDS, RequestProbe
+    from safethink.quickstart import (
+        PLAIN_ATTACKS, VARIANTS, WRAPPER_ATTACKS, eval_specs, fit_quickstart_wrapper, split_eval_datasets,
+    )
+
+    cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
+                           probe_all_pairs=False, probe_wrapper=True)
+    splits = split_seed_set(cfg)
+    path = fit_quickstart_wrapper(cfg, splits)
+    probe = RequestProbe.load(path)
+    requests = probe.metrics["fitted_on"]["harmful_requests"] + probe.metrics["fitted_on"]["benign_requests"]
+    assert probe.target == "wrapper" and path == tmp_path / "wrapper.json"
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (2 * requests, len(PLAIN_ATTACKS) * requests)
+    assert set(probe.metrics["fitted_on"]["attacks"]) == {*WRAPPER_ATTACKS, *PLAIN_ATTACKS}
+    stamp = path.stat().st_mtime_ns
+    assert fit_quickstart_wrapper(cfg, splits) == path and path.stat().st_mtime_ns == stamp  # cached
+
+    assert cfg.variants() == (*VARIANTS, cfg.variants()[-1]) and cfg.variants()[-1].name == "base + wrapper probe"
+    both = QuickstartConfig(out=tmp_path, probe=True, probe_wrapper=True).variants()
+    assert [v.name for v in both[len(VARIANTS):]] == [
+        "R2D + probe guard", "probe router: base / R2D", "base + wrapper probe", "wrapper + probe router: base / R2D"]
+    assert both[-1].guard_args["wrapper_path"] == str(tmp_path / "wrapper.json") and both[-1].guard_args["route"] == "base"
+    specs = eval_specs(cfg, split_eval_datasets(cfg, splits), {"scot": tmp_path / "s", "r2d": tmp_path / "r"},
+                       cfg.variants())
+    guard = GUARDS.create(specs[-1].defences[0].guard, **specs[-1].defences[0].args)
+    assert guard.probe.target == "wrapper"
+    assert QuickstartConfig.for_mode(tmp_path, fast=True, probe_wrapper=True).probe_wrapper

@@ -8,7 +8,8 @@ Stages (each cached in the output directory and resumed when run again):
    answers are written by the target model itself (self-distillation, cached and shared).
 3. ``train``  - train a LoRA adapter per method on the target model.
 4. ``probe``  - with ``probe=True`` only: fit the probe guard's classifier on the base model's hidden
-   states of the training prompts, each under every evaluation attack (with another template seed).
+   states of the training prompts, each under every evaluation attack (with another template seed); with
+   ``probe_wrapper=True``, a wrapper probe on the same prompts (inside an attack or not).
 5. ``eval``   - evaluate base vs base + a prompt-only defence vs SCoT vs R2D vs R2D + the pivot guard
    (and R2D behind the probe guard) on the held-out prompts: harmful ones under several attacks, benign
    twins, ordinary requests and safe-but-scary ones; every attempt judged and stored.
@@ -34,6 +35,14 @@ DEFAULT_ATTACKS = (
 )
 FAST_ATTACKS = ("none", "prefix-injection", "refusal-suppression", "past-tense")
 """``--fast``: the attacks with short prompts (the long role-play templates dominate generation time)."""
+PLAIN_ATTACKS = ("none", "past-tense", "misspellings")
+"""Attacks whose forms read as a request a user might write: the wrapper probe's negatives."""
+WRAPPER_ATTACKS = (
+    "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors", "poems",
+    "wikipedia", "aim", "dev-mode", "evil-confidant", "base64", "rot13", "leetspeak", "disemvowel", "caesar",
+    "atbash", "morse", "deep-inception", "payload-splitting", "few-shot",
+)
+"""The prompt-only transform attacks that wrap or encode the request: the wrapper probe's positives."""
 
 
 @dataclass(frozen=True)
@@ -95,17 +104,28 @@ class QuickstartConfig:
     """With ``probe``: fit a tuned probe (LoRA on the base model's lower blocks with a linear head, saved to
     ``out/probe_tuned``) instead of the linear one; its rows are named "tuned probe". Minutes of training
     rather than seconds (about 17 on 2 CPU cores in full mode)."""
+    probe_wrapper: bool = False
+    """Also fit a wrapper probe (``out/wrapper.json``) on the same requests, each under 2 of
+    :data:`WRAPPER_ATTACKS` and under every one of :data:`PLAIN_ATTACKS`, and add the base model behind it
+    (and, with ``probe``, the probe router behind it) to the table."""
 
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0,
-                 probe: bool = False, probe_tune: bool = False) -> QuickstartConfig:
+                 probe: bool = False, probe_tune: bool = False, probe_wrapper: bool = False) -> QuickstartConfig:
         if fast:
             # A smoke run of every stage (a few minutes on 2 CPU cores): too few steps to change the
             # model's behaviour, and answers too short for the SCoT reasoning to reach its response.
             return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=2, eval_benign=2,
                        train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS,
-                       probe=probe or probe_tune, probe_tune=probe_tune, probe_all_pairs=False)
-        return cls(out=out, model=model, seed=seed, probe=probe or probe_tune, probe_tune=probe_tune)
+                       probe=probe or probe_tune, probe_tune=probe_tune, probe_all_pairs=False,
+                       probe_wrapper=probe_wrapper)
+        return cls(out=out, model=model, seed=seed, probe=probe or probe_tune, probe_tune=probe_tune,
+                   probe_wrapper=probe_wrapper)
+
+    @property
+    def wrapper_path(self) -> Path:
+        """Where the probe stage writes the wrapper probe (with ``probe_wrapper``)."""
+        return self.out / "wrapper.json"
 
     @property
     def probe_path(self) -> Path:
@@ -121,13 +141,19 @@ class QuickstartConfig:
     def variants(self) -> tuple[Variant, ...]:
         """The table's rows: :data:`VARIANTS`, plus with ``probe`` R2D behind the probe guard, and the probe
         as a router (the base model answers what it is sure is benign, R2D the rest, flagged ones refused)."""
+        wrapper = ((Variant("base + wrapper probe", None, "probe", {"path": str(self.wrapper_path)}),)
+                   if self.probe_wrapper else ())
         if not self.probe:
-            return VARIANTS
+            return (*VARIANTS, *wrapper)
         # distinct names for the tuned probe, so one results store never mixes the two probes' answers
         kind = "tuned probe" if self.probe_tune else "probe"
         probe = {"path": str(self.probe_path), "then": "r2d", "states": "base"}
+        router = {**probe, "route": "base"}
+        if wrapper:
+            wrapper = (*wrapper, Variant(f"wrapper + {kind} router: base / R2D", "r2d", "probe",
+                                         {**router, "wrapper_path": str(self.wrapper_path)}))
         return (*VARIANTS, Variant(f"R2D + {kind} guard", "r2d", "probe", probe),
-                Variant(f"{kind} router: base / R2D", "r2d", "probe", {**probe, "route": "base"}))
+                Variant(f"{kind} router: base / R2D", "r2d", "probe", router), *wrapper)
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -324,6 +350,42 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     return dest
 
 
+def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
+    """The wrapper probe on the base model (cached in :attr:`QuickstartConfig.wrapper_path`): the probe stage's
+    requests, harmful and benign alike, each under 2 of :data:`WRAPPER_ATTACKS` (positive) and under every one
+    of :data:`PLAIN_ATTACKS` (negative), its threshold at 1% of the plain forms."""
+    from .guard import load_probe
+    from .models import load_model
+    from .train import fit_probe_from_sources
+
+    dest = cfg.wrapper_path
+    harmful, benign = split_sources(splits)
+    if cfg.probe_all_pairs:
+        spare_h, spare_t = _spare_pairs(cfg, splits)
+        harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
+    attacks = [*WRAPPER_ATTACKS, *PLAIN_ATTACKS]
+    if dest.is_file():
+        fitted = load_probe(dest).metrics.get("fitted_on", {})
+        if (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
+                sorted(harmful), sorted(benign), attacks):
+            return dest
+        progress(f"wrapper probe: {dest} was fitted on other requests or attacks; fitting it again", 0, 0)
+    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * (2 + len(PLAIN_ATTACKS))
+    state = {"done": 0}
+
+    def advance(k: int) -> None:
+        state["done"] += k
+        progress("wrapper probe: hidden states", state["done"], n)
+
+    progress("wrapper probe: hidden states", 0, n)
+    probe = fit_probe_from_sources(load_model(cfg.model), harmful, benign, attacks=attacks, seed=cfg.seed,
+                                   target="wrapper", plain_attacks=PLAIN_ATTACKS, forms_per_request=2,
+                                   max_fpr=0.01, progress=advance)
+    probe.save(dest)
+    progress(f"wrapper probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
+    return dest
+
+
 def _spare_pairs(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[Path, Path]:
     """The seed pairs the split left out of training (beyond ``train_harmful``) and did not hold out, as two
     JSONL files; a pair with either side among the split's prompts is skipped."""
@@ -446,6 +508,8 @@ def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet
     runs = train_adapters(cfg, data, progress)
     if cfg.probe:
         fit_quickstart_probe(cfg, splits, progress)
+    if cfg.probe_wrapper:
+        fit_quickstart_wrapper(cfg, splits, progress)
     variants = cfg.variants()
     eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs, variants), progress)
     progress("report", 0, 0)

@@ -28,6 +28,9 @@ def quickstart(
     probe_tune: Annotated[bool, typer.Option("--probe-tune", help="As --probe, with a tuned probe (LoRA on the "
                                              "lower blocks and a linear head; about 17 more minutes of training on "
                                              "2 CPU cores in full mode).")] = False,
+    probe_wrapper: Annotated[bool, typer.Option("--probe-wrapper", help="Also fit a wrapper probe (refuses requests "
+                                                "that come inside an attack template or encoding) and evaluate the "
+                                                "base model behind it, and with --probe the probe router behind it.")] = False,
 ) -> None:
     """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,
     evaluate base vs defended models under attack, print the before/after table, write the HTML report."""
@@ -36,7 +39,8 @@ def quickstart(
 
     parse_model_spec(model)
     quiet_hf()
-    cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed, probe=probe, probe_tune=probe_tune)
+    cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed, probe=probe, probe_tune=probe_tune,
+                                    probe_wrapper=probe_wrapper)
     t0 = time.perf_counter()
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err_console)
