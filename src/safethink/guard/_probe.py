@@ -75,17 +75,22 @@ def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, la
             idx = order[start:start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.inference_mode(), off():
-                hs = net(**enc, output_hidden_states=True).hidden_states
-            pick = range(len(hs)) if layers is None else layers
-            for k in pick:
-                if not 0 <= k < len(hs):
-                    raise SpecError(f"probe layer {k} is out of range; the model has layers 0..{len(hs) - 1}")
-            h = torch.stack([hs[k] for k in pick], dim=1).float()  # (b, L, t, d)
-            mask = enc.attention_mask.bool()
+                hs = _hidden_states(net, enc)
+                pick = range(len(hs)) if layers is None else layers
+                for k in pick:
+                    if not 0 <= k < len(hs):
+                        raise SpecError(f"probe layer {k} is out of range; the model has layers 0..{len(hs) - 1}")
+                mask = enc.attention_mask
+                n = mask.sum(dim=1)
+                if pool == "last":  # right padding: the last real token is at n - 1
+                    rows = torch.arange(len(idx), device=mask.device)
+                    h = torch.stack([hs[k][rows, n - 1].float() for k in pick], dim=1)  # (b, L, d)
+                else:
+                    w = mask.unsqueeze(-1).float()
+                    h = torch.stack([(hs[k].float() * w).sum(dim=1) / n.unsqueeze(-1) for k in pick], dim=1)
+                del hs
             for b, i in enumerate(idx):
-                n = int(mask[b].sum())
-                vec = h[b, :, n - 1] if pool == "last" else h[b, :, :n].mean(dim=1)
-                out[i] = vec.cpu().numpy()
+                out[i] = h[b].cpu().numpy()
             if progress:
                 progress(len(idx))
     finally:
@@ -93,6 +98,18 @@ def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, la
     if not out:
         return np.zeros((0, 0, 0), dtype=np.float32)
     return np.stack(out).astype(np.float32)
+
+
+def _hidden_states(net: Any, enc: Any) -> Any:
+    """Every layer's hidden states of a batch. The language-model head runs on the last position only
+    (``logits_to_keep=1``) where the model takes it: full-sequence logits over a large vocabulary cost more
+    memory than all the hidden states together."""
+    try:
+        return net(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states
+    except TypeError as e:
+        if "logits_to_keep" not in str(e):
+            raise
+        return net(**enc, output_hidden_states=True).hidden_states
 
 
 @dataclass
