@@ -403,11 +403,13 @@ def test_wrapper_fit_labels_every_request_by_its_form_not_its_intent(tiny_dir, t
                "wrapper", "--attacks", "base64,prefix-injection", "--plain-attacks", "none,misspellings",
                "--out", str(out))
     assert res.returncode == 0, res.stderr
-    assert "24 wrapped, 24 plain" in res.stdout and "wrapper_path=" in res.stdout
+    # 12 requests (harmful and benign alike) under 2 wrappers are positives; the same 12 under 2 plain forms
+    # are negatives, and so are the model's answers to the 6 benign requests as documents of ordinary tasks
+    assert "24 wrapped, 30 plain" in res.stdout and "wrapper_path=" in res.stdout
     probe = RequestProbe.load(out)
     assert probe.target == "wrapper" and probe.metrics["fitted_on"]["plain_attacks"] == ["none", "misspellings"]
-    # 12 requests (harmful and benign alike) under 2 wrappers are positives; the same 12 under 2 plain forms not
-    assert probe.metrics["n_harmful"] == 24 and probe.metrics["n_benign"] == 24
+    assert probe.metrics["n_harmful"] == 24 and probe.metrics["n_benign"] == 30
+    assert probe.metrics["fitted_on"]["documents"] == 6
     res = _cli("probe", "score", str(out), SAFE[0], "--model", f"hf:{tiny_dir}")
     assert res.returncode == 0 and "p(wrapped)" in res.stdout, res.stderr
     res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign", str(b), "--target",
@@ -415,5 +417,23 @@ def test_wrapper_fit_labels_every_request_by_its_form_not_its_intent(tiny_dir, t
     assert res.returncode == 2 and "needs attacks that wrap the request" in res.stderr
     res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign", str(b),
                "--plain-attacks", "past-tense", "--out", str(tmp_path / "never.json"))
-    assert res.returncode == 2 and "--plain-attacks is for --target wrapper" in res.stderr
+    assert res.returncode == 2 and "--plain-attacks and --documents are for --target wrapper" in res.stderr
     assert not (tmp_path / "never.json").exists()
+
+
+def test_document_requests_wrap_the_models_long_answers_in_ordinary_tasks(tiny_model):
+    from safethink.data._schema import PromptRecord
+    from safethink.train._probe import DOCUMENT_TASKS, document_requests
+
+    recs = [PromptRecord(id=f"b{i}", prompt=t, label="benign", source="test") for i, t in enumerate(SAFE[:5])]
+    docs = document_requests(tiny_model, recs, n=3, seed=0, max_new_tokens=256, min_chars=1)
+    assert len(docs) == 3 and all(len(c) == 1 and c[0]["role"] == "user" for c in docs)
+    answers = {o.text.strip() for o in tiny_model.generate([conv(r.prompt) for r in recs],
+                                                          GenerationConfig(max_new_tokens=256, batch_size=16))}
+    for i, c in enumerate(docs):
+        task = DOCUMENT_TASKS[i]
+        head, tail = task.split("{}")
+        body = c[0]["content"][len(head):len(c[0]["content"]) - len(tail)]
+        assert c[0]["content"].startswith(head) and c[0]["content"].endswith(tail) and body in answers
+    assert document_requests(tiny_model, recs, n=3, seed=0, max_new_tokens=256, min_chars=10**6) == []
+    assert docs == document_requests(tiny_model, recs, n=3, seed=0, max_new_tokens=256, min_chars=1)

@@ -196,7 +196,9 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
     probe = RequestProbe.load(path)
     requests = probe.metrics["fitted_on"]["harmful_requests"] + probe.metrics["fitted_on"]["benign_requests"]
     assert probe.target == "wrapper" and path == tmp_path / "wrapper.json"
-    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (2 * requests, len(PLAIN_ATTACKS) * requests)
+    docs = probe.metrics["fitted_on"]["documents"]
+    assert 0 < docs <= probe.metrics["fitted_on"]["benign_requests"]  # the model's answers as documents
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (2 * requests, len(PLAIN_ATTACKS) * requests + docs)
     assert set(probe.metrics["fitted_on"]["attacks"]) == {*WRAPPER_ATTACKS, *PLAIN_ATTACKS}
     stamp = path.stat().st_mtime_ns
     assert fit_quickstart_wrapper(cfg, splits) == path and path.stat().st_mtime_ns == stamp  # cached

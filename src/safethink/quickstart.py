@@ -106,8 +106,9 @@ class QuickstartConfig:
     rather than seconds (about 17 on 2 CPU cores in full mode)."""
     probe_wrapper: bool = False
     """Also fit a wrapper probe (``out/wrapper.json``) on the same requests, each under 2 of
-    :data:`WRAPPER_ATTACKS` and under every one of :data:`PLAIN_ATTACKS`, and add the base model behind it
-    (and, with ``probe``, the probe router behind it) to the table."""
+    :data:`WRAPPER_ATTACKS` and under every one of :data:`PLAIN_ATTACKS`, with 200 of the base model's own
+    answers as documents of ordinary tasks (long plain requests), and add the base model behind it (and, with
+    ``probe``, the probe router behind it) to the table."""
 
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0,
@@ -353,7 +354,8 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
 def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
     """The wrapper probe on the base model (cached in :attr:`QuickstartConfig.wrapper_path`): the probe stage's
     requests, harmful and benign alike, each under 2 of :data:`WRAPPER_ATTACKS` (positive) and under every one
-    of :data:`PLAIN_ATTACKS` (negative), its threshold at 1% of the plain forms."""
+    of :data:`PLAIN_ATTACKS` (negative), plus the model's answers to 200 benign ones as documents of ordinary
+    tasks (negative); its threshold at 1% of the plain forms."""
     from .guard import load_probe
     from .models import load_model
     from .train import fit_probe_from_sources
@@ -380,7 +382,7 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     progress("wrapper probe: hidden states", 0, n)
     probe = fit_probe_from_sources(load_model(cfg.model), harmful, benign, attacks=attacks, seed=cfg.seed,
                                    target="wrapper", plain_attacks=PLAIN_ATTACKS, forms_per_request=2,
-                                   max_fpr=0.01, progress=advance)
+                                   documents=200, max_fpr=0.01, progress=advance)
     probe.save(dest)
     progress(f"wrapper probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
     return dest

@@ -48,6 +48,11 @@ def fit(
                                              "guard's wrapper_path=).")] = "intent",
     plain_attacks: Annotated[str, typer.Option(help="--target wrapper: comma list of the attacks whose forms count "
                                                     "as plain requests (none, and rewrites such as past-tense).")] = "none",
+    documents: Annotated[Optional[int], typer.Option(min=0, help="--target wrapper: long plain requests added as "
+                                                     "negatives: the model answers this many benign requests and each "
+                                                     "answer becomes the document of an ordinary task (summarise, "
+                                                     "reply ...), so that length is not taken for an attack "
+                                                     "(default 200).")] = None,
 ) -> None:
     """Fit a probe that tells harmful from benign requests by the model's hidden state (or, with --target
     wrapper, requests inside an attack from plain ones); writes --out."""
@@ -70,9 +75,9 @@ def fit(
         raise SpecError(f"--target {target!r}: expected intent or wrapper")
     if target == "wrapper":
         attack_list += [a for a in plain_list if a not in attack_list]
-    elif plain_attacks != "none":
-        raise SpecError("--plain-attacks is for --target wrapper")
-    kind = {"target": target, "plain_attacks": plain_list}
+    elif plain_attacks != "none" or documents is not None:
+        raise SpecError("--plain-attacks and --documents are for --target wrapper")
+    kind = {"target": target, "plain_attacks": plain_list, "documents": documents}
     quiet_hf()
     m = load_model(model, adapter=adapter)
     if tune:

@@ -89,11 +89,39 @@ def pair_key(rec: Any) -> str:
     return rec.id[len(prefix):] if rec.id.startswith(prefix) else rec.id
 
 
+DOCUMENT_TASKS = (
+    "Give this text a short title:\n\n{}", "List the main points of the passage below.\n\n{}",
+    "Rewrite the following in a more formal tone:\n{}", "{}\n\nWhat is the tone of the message above?",
+    "Shorten this to one paragraph:\n\n{}", "Find any factual mistakes in this text:\n\n{}",
+    "{}\n\nTurn the text above into a bulleted list.", "Write a friendly reply to this message:\n\n{}",
+)
+"""Ordinary tasks over a document, for :func:`document_requests`."""
+
+
+def document_requests(model: Any, records: Sequence[Any], *, n: int, seed: int, max_new_tokens: int = 256,
+                      min_chars: int = 300, batch_size: int = 16) -> list[Any]:
+    """Long plain requests: ``model`` answers ``n`` of the benign ``records`` (drawn with ``seed``) and each
+    answer of at least ``min_chars`` characters becomes the document of an ordinary task
+    (:data:`DOCUMENT_TASKS`: summarise it, give it a title, reply to it ...). A wrapper probe fitted without
+    such requests learns that a long prompt is an attack: every attack template is long."""
+    import random
+
+    from ..models import GenerationConfig
+
+    picked = random.Random(f"documents/{seed}").sample(list(records), min(n, len(records)))
+    answers = model.generate([[{"role": "user", "content": r.prompt}] for r in picked],
+                             GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
+    docs = [a.text.strip() for a in answers if len(a.text.strip()) >= min_chars]
+    return [[{"role": "user", "content": DOCUMENT_TASKS[i % len(DOCUMENT_TASKS)].format(d)}]
+            for i, d in enumerate(docs)]
+
+
 def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[str], *,
                            attacks: Sequence[str] = ("none",), seed: int = 0, attack_seed: int | None = None,
                            limit: int | None = None, data_dir: str | None = None, tune: bool = False,
                            forms_per_request: int | None = None, target: str = "intent",
-                           plain_attacks: Sequence[str] = ("none",), **fit_options: Any) -> Any:
+                           plain_attacks: Sequence[str] = ("none",), documents: int | None = None,
+                           **fit_options: Any) -> Any:
     """Load ``harmful`` / ``benign`` prompt sources (names, paths, ``builtin:...``), put every request
     under every attack (with ``forms_per_request`` = k, under k of them drawn per request) and fit a
     :class:`~safethink.guard.RequestProbe` on ``model`` (with ``tune``, a :class:`~safethink.guard.TunedProbe`).
@@ -104,7 +132,9 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
     ``target="wrapper"`` fits an attack-wrapper probe instead: p(the request arrives inside an attack), whatever
     the request asks. Every request, harmful and benign, is a positive under each of ``attacks`` that is not in
     ``plain_attacks``, and a negative under each of ``plain_attacks`` (``none``, and rewrites that read like an
-    ordinary request such as ``past-tense``), so the threshold (``max_fpr``) is set on plain requests."""
+    ordinary request such as ``past-tense``), so the threshold (``max_fpr``) is set on plain requests.
+    ``documents`` (default 200 for a wrapper probe) more negatives are long plain requests the model writes
+    itself (:func:`document_requests`), so that length is not what the probe learns."""
     from ..data import load_prompts
     from ..guard import fit_probe, fit_tuned_probe
 
@@ -118,13 +148,20 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
     aseed = seed + 1 if attack_seed is None else attack_seed
     forms = probe_forms(h, b, attacks, seed=aseed, per_record=forms_per_request, target=target,
                         plain_attacks=plain_attacks)
-    hc, bc = forms["positive"], forms["negative"]
+    hc, bc, groups = forms["positive"], forms["negative"], forms["groups"]
+    if documents is not None and target != "wrapper":
+        raise SpecError("documents are negatives of a wrapper probe; an intent probe takes its benign sources")
+    n_docs = 200 if documents is None and target == "wrapper" else documents or 0
+    if n_docs:
+        docs = document_requests(model, b, n=n_docs, seed=seed)
+        bc, groups = [*bc, *docs], [*groups, *(f"document/{i}" for i in range(len(docs)))]
     fit = fit_tuned_probe if tune else fit_probe
-    probe = fit(model, hc, bc, groups=forms["groups"], seed=seed, **fit_options)
+    probe = fit(model, hc, bc, groups=groups, seed=seed, **fit_options)
     probe.target = target
     probe.metrics["fitted_on"] = {"harmful": list(harmful), "benign": list(benign), "attacks": list(attacks),
                                   "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b),
                                   "forms_per_request": forms_per_request, "forms": len(hc) + len(bc),
                                   "target": target,
-                                  **({"plain_attacks": list(plain_attacks)} if target == "wrapper" else {})}
+                                  **({"plain_attacks": list(plain_attacks), "documents": len(bc) - len(forms["negative"])}
+                                     if target == "wrapper" else {})}
     return probe
