@@ -47,7 +47,7 @@ from safethink.guard import fit_probe_on_states, prompt_states
 from safethink.models import load_model
 from safethink.quickstart import PLAIN_ATTACKS
 from safethink.train import attacked_examples, probe_forms
-from safethink.train._probe import DOCUMENT_TASKS, document_requests  # noqa: F401
+from safethink.train._probe import DOCUMENT_TASKS, document_requests
 
 # ordinary tasks over a document that the fit never sees (DOCUMENT_TASKS are the fitted ones)
 HELD_OUT_TASKS = ("Summarise the following text in two sentences:\n\n{}", "{}\n\nCan you proofread the text above?",
