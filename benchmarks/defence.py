@@ -39,17 +39,13 @@ from _machine import machine  # noqa: E402
 from safethink.data import find_near_duplicates, load_eval_prompts, load_prompts
 from safethink.io import write_jsonl
 from safethink.quickstart import (
-    QuickstartConfig, Variant, build_training_sets, eval_specs, run_evaluations, summarise, train_adapters,
+    TRANSFORM_ATTACKS, QuickstartConfig, Variant, build_training_sets, eval_specs, run_evaluations, summarise,
+    train_adapters,
 )
 
 HARMFUL_SETS = {"jbb-harmful": "JBB harmful", "harmbench": "HarmBench val", "strongreject": "StrongREJECT"}
 BENIGN_SETS = {"jbb-benign": "JBB benign", "xstest": "XSTest safe", "harmless-val": "Alpaca (held out)"}
 
-TRANSFORM_ATTACKS = (
-    "none", "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors",
-    "poems", "wikipedia", "aim", "dev-mode", "evil-confidant", "base64", "rot13", "leetspeak", "disemvowel",
-    "misspellings", "caesar", "atbash", "morse", "deep-inception", "past-tense", "payload-splitting", "few-shot",
-)
 
 
 def main() -> None:

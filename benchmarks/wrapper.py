@@ -40,12 +40,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
-from defence import TRANSFORM_ATTACKS, clean_advbench  # noqa: E402
+from defence import clean_advbench  # noqa: E402
 
 from safethink.data import load_prompts
 from safethink.guard import fit_probe_on_states, prompt_states
 from safethink.models import load_model
-from safethink.quickstart import PLAIN_ATTACKS
+from safethink.quickstart import PLAIN_ATTACKS, TRANSFORM_ATTACKS
 from safethink.train import attacked_examples, probe_forms
 from safethink.train._probe import DOCUMENT_TASKS, document_requests
 

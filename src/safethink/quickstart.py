@@ -35,14 +35,16 @@ DEFAULT_ATTACKS = (
 )
 FAST_ATTACKS = ("none", "prefix-injection", "refusal-suppression", "past-tense")
 """``--fast``: the attacks with short prompts (the long role-play templates dominate generation time)."""
+TRANSFORM_ATTACKS = (
+    "none", "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors",
+    "poems", "wikipedia", "aim", "dev-mode", "evil-confidant", "base64", "rot13", "leetspeak", "disemvowel",
+    "misspellings", "caesar", "atbash", "morse", "deep-inception", "past-tense", "payload-splitting", "few-shot",
+)
+"""The prompt-only transform-attack suite (``benchmarks/defence.py`` runs all of it)."""
 PLAIN_ATTACKS = ("none", "past-tense", "misspellings")
 """Attacks whose forms read as a request a user might write: the wrapper probe's negatives."""
-WRAPPER_ATTACKS = (
-    "prefix-injection", "refusal-suppression", "style-injection", "style-injection-json", "distractors", "poems",
-    "wikipedia", "aim", "dev-mode", "evil-confidant", "base64", "rot13", "leetspeak", "disemvowel", "caesar",
-    "atbash", "morse", "deep-inception", "payload-splitting", "few-shot",
-)
-"""The prompt-only transform attacks that wrap or encode the request: the wrapper probe's positives."""
+WRAPPER_ATTACKS = tuple(a for a in TRANSFORM_ATTACKS if a not in PLAIN_ATTACKS)
+"""The transform attacks that wrap or encode the request: the wrapper probe's positives."""
 
 
 @dataclass(frozen=True)
@@ -308,21 +310,13 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     """The probe guard's classifier on the base model (cached in :attr:`QuickstartConfig.probe_path`): the
     training prompts of the split (with ``probe_all_pairs``, every other seed pair outside the held-out split
     too), harmful and benign, each under ``probe_attacks``; with ``probe_tune`` a tuned probe."""
-    from .guard import load_probe
     from .models import load_model
     from .train import fit_probe_from_sources
 
     dest = cfg.probe_path
-    harmful, benign = split_sources(splits)
-    if cfg.probe_all_pairs:
-        spare_h, spare_t = _spare_pairs(cfg, splits)
-        harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
+    harmful, benign = _probe_sources(cfg, splits)
     if cfg.probe_saved:
-        # reuse a probe fitted on these requests and attacks (files in any order); refit one fitted on others
-        # (the evaluation then answers again: the probe's content is part of each attempt's key)
-        fitted = load_probe(dest).metrics.get("fitted_on", {})
-        if (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
-                sorted(harmful), sorted(benign), list(cfg.probe_attacks)):
+        if _fitted_on(dest, harmful, benign, list(cfg.probe_attacks)):
             return dest
         progress(f"probe: {dest} was fitted on other requests or attacks; fitting it again", 0, 0)
     n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.probe_attacks)
@@ -356,20 +350,14 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     requests, harmful and benign alike, each under 2 of :data:`WRAPPER_ATTACKS` (positive) and under every one
     of :data:`PLAIN_ATTACKS` (negative), plus the model's answers to 200 benign ones as documents of ordinary
     tasks (negative); its threshold at 1% of the plain forms."""
-    from .guard import load_probe
     from .models import load_model
     from .train import fit_probe_from_sources
 
     dest = cfg.wrapper_path
-    harmful, benign = split_sources(splits)
-    if cfg.probe_all_pairs:
-        spare_h, spare_t = _spare_pairs(cfg, splits)
-        harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
+    harmful, benign = _probe_sources(cfg, splits)
     attacks = [*WRAPPER_ATTACKS, *PLAIN_ATTACKS]
     if dest.is_file():
-        fitted = load_probe(dest).metrics.get("fitted_on", {})
-        if (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
-                sorted(harmful), sorted(benign), attacks):
+        if _fitted_on(dest, harmful, benign, attacks):
             return dest
         progress(f"wrapper probe: {dest} was fitted on other requests or attacks; fitting it again", 0, 0)
     n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * (2 + len(PLAIN_ATTACKS))
@@ -386,6 +374,27 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     probe.save(dest)
     progress(f"wrapper probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
     return dest
+
+
+def _probe_sources(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[list[str], list[str]]:
+    """The probe stage's harmful and benign request files: the split's training files, and with
+    ``probe_all_pairs`` the spare seed pairs too."""
+    harmful, benign = split_sources(splits)
+    if cfg.probe_all_pairs:
+        spare_h, spare_t = _spare_pairs(cfg, splits)
+        harmful, benign = [*harmful, str(spare_h)], [*benign, str(spare_t)]
+    return harmful, benign
+
+
+def _fitted_on(dest: Path, harmful: list[str], benign: list[str], attacks: list[str]) -> bool:
+    """Whether the probe saved at ``dest`` was fitted on these request files (in any order) and attacks. One
+    fitted on others is fitted again; the evaluation then answers again, as the probe's content is part of
+    each attempt's key."""
+    from .guard import load_probe
+
+    fitted = load_probe(dest).metrics.get("fitted_on", {})
+    return (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
+        sorted(harmful), sorted(benign), attacks)
 
 
 def _spare_pairs(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[Path, Path]:

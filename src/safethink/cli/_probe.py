@@ -57,6 +57,7 @@ def fit(
     """Fit a probe that tells harmful from benign requests by the model's hidden state (or, with --target
     wrapper, requests inside an attack from plain ones); writes --out."""
     from ..errors import SpecError
+    from ..guard import PROBE_TARGETS
     from ..models import load_model
     from ..train import fit_probe_from_sources
 
@@ -71,8 +72,8 @@ def fit(
                         "and neither --adapter nor --pool")
     attack_list = [a for a in attacks.split(",") if a]
     plain_list = [a for a in plain_attacks.split(",") if a]
-    if target not in ("intent", "wrapper"):
-        raise SpecError(f"--target {target!r}: expected intent or wrapper")
+    if target not in PROBE_TARGETS:
+        raise SpecError(f"--target {target!r}: expected one of {', '.join(PROBE_TARGETS)}")
     if target == "wrapper":
         attack_list += [a for a in plain_list if a not in attack_list]
     elif plain_attacks != "none" or documents is not None:
