@@ -56,6 +56,8 @@ def _load_all(source: str, *, label: Label | None, column_map: dict[str, str] | 
               data_dir: str | None) -> list[PromptRecord]:
     if source.startswith("builtin:"):
         return _load_builtin(source.split(":", 1)[1])
+    if source.startswith(FRAME_TWINS):
+        return _load_frame_twins(source[len(FRAME_TWINS):], label=label, data_dir=data_dir)
     name = source.lower()
     if name in HF_ALIASES:
         name = HF_ALIASES[name]
@@ -66,9 +68,30 @@ def _load_all(source: str, *, label: Label | None, column_map: dict[str, str] | 
     path = Path(source).expanduser()
     if path.is_file() or path.suffix.lower() in TABLE_SUFFIXES:
         return load_file(path, label=label, column_map=column_map)
-    known = ", ".join(sorted(SOURCES)) + ", " + ", ".join(f"builtin:{b}" for b in BUILTIN_SETS)
+    known = (", ".join(sorted(SOURCES)) + ", " + ", ".join(f"builtin:{b}" for b in BUILTIN_SETS)
+             + f", {FRAME_TWINS}<harmful source>")
     raise SpecError(f"unknown dataset {source!r}: expected one of {known}, a Hugging Face id, or a local "
                     f"file ({'/'.join(s.lstrip('.') for s in TABLE_SUFFIXES)})")
+
+
+FRAME_TWINS = "frame-twins:"
+"""Prefix of a derived source: ``frame-twins:<source>`` is one benign frame twin per harmful request of
+``<source>`` (:func:`safethink.synth.frame_twins`), written offline."""
+
+
+def _load_frame_twins(inner: str, *, label: Label | None, data_dir: str | None) -> list[PromptRecord]:
+    from ..synth._frames import frame_twin_records
+
+    if not inner:
+        raise SpecError(f"{FRAME_TWINS}<source> needs the harmful source to twin, e.g. {FRAME_TWINS}advbench")
+    if label == "harmful":
+        raise SpecError(f"{FRAME_TWINS}{inner} holds benign twins; it cannot be a harmful source")
+    harmful = load_prompts(inner, label="harmful", data_dir=data_dir)
+    twins = frame_twin_records(harmful, source=FRAME_TWINS + inner)
+    if not twins:
+        raise InputError(f"{FRAME_TWINS}{inner}: none of its {len(harmful)} harmful requests has a shape a frame "
+                         "twin can be written for ('how to <act>', 'for <act>ing', '<a thing> that ...')")
+    return twins
 
 
 # ------------------------------------------------------------------ local files

@@ -6,6 +6,7 @@ from ._check import CheckReport, check_dataset
 from ._classify import CategoryClassifier
 from ._client import ChatClient, StructuredOutputError, extract_json
 from ._embed import Embedder
+from ._frames import frame_twin_records, frame_twins, parse_act
 from ._evolve import STYLES, TWIN_STYLE, LLMEvolver, RuleEvolver, parse_styles, pick_diverse
 from ._llm import HeuristicRetagger, LLMRetagger, LLMTeacher
 from ._plan import BuildConfig, PlanItem, make_plan
@@ -20,6 +21,6 @@ __all__ = [
     "HeuristicRetagger", "LLMEvolver", "LLMRetagger", "LLMTeacher", "PlanItem", "R2DStepOut", "R2DTrace",
     "RetainAnswerer", "RuleEvolver", "SCoTReasoning", "StructuredOutputError", "StructuredTeacher", "TeachRequest",
     "Teacher", "Verdict",
-    "build_dataset", "check_dataset", "extract_json", "load_teacher", "make_plan", "parse_styles", "pick_diverse",
+    "build_dataset", "check_dataset", "extract_json", "frame_twin_records", "frame_twins", "load_teacher", "make_plan", "parse_act", "parse_styles", "pick_diverse",
     "render_r2d", "render_scot",
 ]
