@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import date
@@ -79,22 +80,37 @@ def prompt_sets(out: Path, data_dir: str, console: Console) -> dict[str, list[st
     return sets
 
 
+def user_turns(prompts: list[str]) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": p}] for p in prompts]
+
+
 def base_answers(model, name: str, prompts: list[str], out: Path, max_new_tokens: int, console: Console) -> list[str]:
-    """The base model's answers to ``prompts``, appended to ``out/answers/<name>.jsonl`` a batch at a time so
-    that a rerun goes on from the last batch written."""
+    """The base model's answers to ``prompts``, appended to ``out/answers/<name>.jsonl`` a batch at a time (each
+    batch synced to disk) so that a rerun goes on from the last batch written; a line a crash tore in half is
+    dropped and its answer generated again."""
     f = out / "answers" / f"{name}.jsonl"
     f.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(line) for line in f.read_text().splitlines()] if f.is_file() else []
+    done: list[dict] = []
+    lines = f.read_text(encoding="utf-8").splitlines() if f.is_file() else []
+    for line in lines:
+        try:
+            done.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    if len(done) < len(lines):  # keep the whole lines only, so the next batch does not append to a torn one
+        atomic_write_text(f, "".join(json.dumps(r) + "\n" for r in done))
     if [r["prompt"] for r in done] != prompts[:len(done)]:
         raise SystemExit(f"{f}: its prompts are not the {name} prompts of this run; remove it to start again")
     t0 = time.perf_counter()
     for start in range(len(done), len(prompts), 32):
         chunk = prompts[start:start + 32]
-        outs = model.generate([[{"role": "user", "content": p}] for p in chunk],
-                              GenerationConfig(max_new_tokens=max_new_tokens, batch_size=16))
+        outs = model.generate(user_turns(chunk), GenerationConfig(max_new_tokens=max_new_tokens, batch_size=16))
+        rows = [{"prompt": p, "answer": o.text} for p, o in zip(chunk, outs)]
         with f.open("a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps({"prompt": p, "answer": o.text}) + "\n" for p, o in zip(chunk, outs)))
-        done += [{"prompt": p, "answer": o.text} for p, o in zip(chunk, outs)]
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+            fh.flush()
+            os.fsync(fh.fileno())
+        done += rows
         console.log(f"{name}: {len(done)}/{len(prompts)} answers ({time.perf_counter() - t0:.0f} s)")
     return [r["answer"] for r in done]
 
@@ -121,11 +137,8 @@ def main() -> None:
     refused = {n: np.array([v.refused for v in judge.judge([JudgeInput(p, a) for p, a in zip(sets[n], answers[n])])])
                for n in answered_sets}
 
-    def user(ps):
-        return [[{"role": "user", "content": p}] for p in ps]
-
     cache = out / "states"
-    req = {n: cached_states(model, user(ps), cache, console) for n, ps in sets.items()}
+    req = {n: cached_states(model, user_turns(ps), cache, console) for n, ps in sets.items()}
     ans = {n: cached_states(model, [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
                                     for p, a in zip(sets[n], answers[n])], cache, console) for n in answered_sets}
     forms: dict[str, np.ndarray] = {}
@@ -153,8 +166,11 @@ def main() -> None:
         "answer": ([("h", ans["train_h"])], [("b", ans["train_b"])], ans),
     }
     assert all(len(p) == (nh if g == "h" else nb) for h, b, _ in rows.values() for g, p in [*h, *b])
+    plain_attempts = len(EVAL_HARMFUL) * len(sets["jbb_h_none"])
+    attempts = TRANSFORM_ATTEMPTS * len(sets["jbb_h_none"])
     results = []
-    table = Table(title="intent probes on the plain forms (bundled model; JBB harmful x 3 plain forms = 300 attempts)")
+    table = Table(title=f"intent probes on the plain forms (bundled model; JBB harmful x {len(EVAL_HARMFUL)} plain forms = "
+                        f"{plain_attempts} attempts)")
     for col in ("probe", "CV AUC", "AUC JBB harmful vs benign", "AUC past-tense vs benign", "threshold",
                 "plain forms through", "ASR over 23 attacks", "refused: JBB benign", "refused: XSTest safe",
                 "flagged: Alpaca (held out)"):
@@ -178,27 +194,27 @@ def main() -> None:
             np.quantile(score["jbb_b"][~refused["jbb_b"]], 0.9))
         for k, (cut_name, cut) in enumerate(cuts.items()):
             flag = {n: s >= cut for n, s in score.items()}
-            through = sum(int((~flag[n] & ~refused[n]).sum()) for n in EVAL_HARMFUL)
-            attempts = TRANSFORM_ATTEMPTS * len(sets["jbb_h_none"])
+            by_form = {n: int((~flag[n] & ~refused[n]).sum()) for n in EVAL_HARMFUL}
+            through = sum(by_form.values())
             r = {"probe": row, "layers": probe.layers, "cv_auc": probe.metrics["auc"],
                  "auc_jbb": auc("jbb_h_none", "jbb_b"), "auc_past": auc("jbb_h_past", "jbb_b"),
                  "threshold_rule": cut_name, "threshold": cut, "plain_through": through,
-                 "plain_attempts": 3 * len(sets["jbb_h_none"]), "asr_23": through / attempts,
+                 "plain_attempts": plain_attempts, "asr_23": through / attempts,
                  "refused_jbb_benign": float(np.mean(flag["jbb_b"] | refused["jbb_b"])),
                  "refused_xstest": float(np.mean(flag["xstest"] | refused["xstest"])),
                  "flagged_alpaca": float(flag["alpaca_val"].mean()) if "alpaca_val" in flag else None,
-                 "through_by_form": {n: int((~flag[n] & ~refused[n]).sum()) for n in EVAL_HARMFUL}}
+                 "through_by_form": by_form}
             results.append(r)
             table.add_row(row if k == 0 else "", f"{r['cv_auc']:.3f}" if k == 0 else "",
                           f"{r['auc_jbb']:.3f}" if k == 0 else "", f"{r['auc_past']:.3f}" if k == 0 else "",
-                          f"{cut_name} ({cut:.3f})", f"{through}/{r['plain_attempts']}", f"{100 * r['asr_23']:.1f}%",
+                          f"{cut_name} ({cut:.3f})", f"{through}/{plain_attempts}", f"{100 * r['asr_23']:.1f}%",
                           f"{100 * r['refused_jbb_benign']:.0f}%", f"{100 * r['refused_xstest']:.0f}%",
                           "-" if r["flagged_alpaca"] is None else f"{100 * r['flagged_alpaca']:.0f}%")
     base = {"plain_through": sum(int((~refused[n]).sum()) for n in EVAL_HARMFUL),
             "refused_jbb_benign": float(refused["jbb_b"].mean()), "refused_xstest": float(refused["xstest"].mean()),
             "refused_by_set": {n: float(refused[n].mean()) for n in answered_sets}}
-    table.add_row("wrapper probe alone (base model answers)", "", "", "", "-", f"{base['plain_through']}/300",
-                  f"{100 * base['plain_through'] / 2300:.1f}%", f"{100 * base['refused_jbb_benign']:.0f}%",
+    table.add_row("wrapper probe alone (base model answers)", "", "", "", "-", f"{base['plain_through']}/{plain_attempts}",
+                  f"{100 * base['plain_through'] / attempts:.1f}%", f"{100 * base['refused_jbb_benign']:.0f}%",
                   f"{100 * base['refused_xstest']:.0f}%", "0%")
     console.print(table)
     result = {"benchmark": "plain_forms", "date": date.today().isoformat(), "machine": machine(),
