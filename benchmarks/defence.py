@@ -93,7 +93,7 @@ def main() -> None:
     out = Path(args.out)
     cfg = QuickstartConfig(out=out, model=args.model, seed=args.seed, attacks=tuple(args.attacks.split(",")),
                            max_new_tokens=args.max_new_tokens, probe=args.probe or args.probe_tune,
-                           probe_tune=args.probe_tune)
+                           probe_tune=args.probe_tune, probe_wrapper=False)  # its wrapper rows: --wrapper-path
     all_variants = cfg.variants()
     if args.probe_path:
         if not cfg.probe:

@@ -23,6 +23,13 @@ fitted without long plain requests does.
     python benchmarks/wrapper.py --data-dir ../shared/data --out runs/wrap --save-probe runs/wrap/wrapper.json
 
 Prints the table and writes benchmarks/results/wrapper.json.
+
+``--score NAME=PATH`` (repeatable) fits nothing: it scores saved wrapper probes side by side on the same
+evaluation forms (JBB harmful under every attack, the plain benign sets, the long plain requests), for
+example the quickstart's probe against one fitted on more requests:
+
+    python benchmarks/wrapper.py --data-dir ../shared/data --out runs/wrap --score quickstart=runs/qs/wrapper.json \
+      --json benchmarks/results/wrapper_quickstart.json
 """
 
 from __future__ import annotations
@@ -69,8 +76,13 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=20, help="JBB harmful prompts scored under every attack.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-probe", default=None, help="Write the probe fitted on every wrapper here.")
+    ap.add_argument("--score", action="append", default=[], metavar="NAME=PATH",
+                    help="Score saved wrapper probes side by side instead of fitting one (repeatable).")
     ap.add_argument("--json", default="benchmarks/results/wrapper.json")
     args = ap.parse_args()
+    if args.score:
+        score_saved(args)
+        return
 
     import numpy as np
 
@@ -173,6 +185,71 @@ def main() -> None:
         "without_documents": None if no_docs is None else {"layers": no_docs.layers, "threshold": no_docs.threshold},
         "training_forms": len(convs), "jbb_harmful_flagged": flagged, "leave_one_attack_out_flagged": unseen,
         "benign_flagged": benign_flagged, "wrappers_flagged_mean": w_seen, "unseen_wrappers_flagged_mean": w_unseen,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    console.print(f"wrote {args.json}")
+
+
+def score_saved(args) -> None:
+    """``--score``: saved wrapper probes on the evaluation forms only, one column each."""
+    import numpy as np
+
+    from safethink.guard import RequestProbe
+
+    console = Console()
+    t0 = time.perf_counter()
+    probes = {}
+    for item in args.score:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--score {item!r}: expected NAME=PATH")
+        probes[name] = RequestProbe.load(path)
+        if probes[name].target != "wrapper":
+            raise SystemExit(f"--score {item!r}: {path} holds a probe of target {probes[name].target!r}, not a wrapper probe")
+    model = load_model(args.model)
+    attacks, plain = args.attacks.split(","), args.plain_attacks.split(",")
+    jbb = load_prompts("jbb-harmful", limit=args.eval_limit, seed=args.seed, data_dir=args.data_dir)
+    sets: dict[str, list] = {a: attacked_examples(jbb, [a], seed=args.seed)[0] for a in attacks}
+    benign_sets = {"JBB benign": "jbb-benign", "XSTest safe": "xstest-safe", "Alpaca (held out)": "harmless-val"}
+    for name, src in benign_sets.items():
+        sets[name] = [[{"role": "user", "content": r.prompt}]
+                      for r in load_prompts(src, limit=200, seed=args.seed, data_dir=args.data_dir)]
+    long_benign = long_plain_requests(args.data_dir)
+    if long_benign:
+        sets["long: a task over a document (held-out tasks)"] = long_benign
+    convs = [c for cs in sets.values() for c in cs]
+    states = cached_states(model, convs, Path(args.out) / "states", console)  # every layer, pooled at the last token
+    if any(p.pool != "last" for p in probes.values()):
+        raise SystemExit("--score reads last-token states; a probe pooled otherwise is scored by benchmarks/probe.py")
+    flagged: dict[str, dict[str, float]] = {name: {} for name in probes}
+    start = 0
+    for set_name, cs in sets.items():
+        block = states[start:start + len(cs)]
+        start += len(cs)
+        for name, probe in probes.items():
+            flagged[name][set_name] = float(np.mean(probe.probabilities(block[:, probe.layers]) >= probe.threshold))
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    table = Table(title=f"saved wrapper probes: share flagged (JBB harmful n={len(jbb)} per attack)")
+    table.add_column("forms")
+    table.add_column("kind")
+    for name in probes:
+        table.add_column(name, justify="right")
+    for set_name in sets:
+        kind = "plain" if set_name in plain else "wrapper" if set_name in attacks else "benign"
+        table.add_row(set_name, kind, *[pct(flagged[n][set_name]) for n in probes])
+    wrappers = [a for a in attacks if a not in plain]
+    means = {n: float(np.mean([flagged[n][a] for a in wrappers])) for n in probes}
+    table.add_row("mean over wrapper attacks", "", *[pct(means[n]) for n in probes])
+    console.print(table)
+    result = {
+        "date": date.today().isoformat(), "machine": machine(),
+        "command": "python benchmarks/wrapper.py " + " ".join(sys.argv[1:]), "seconds": time.perf_counter() - t0,
+        "probes": {n: {"path": dict(i.partition("=")[::2] for i in args.score)[n], "layers": p.layers,
+                       "threshold": p.threshold, "cv_auc": p.metrics.get("auc"),
+                       "fitted_on": p.metrics.get("fitted_on"), "flagged": flagged[n],
+                       "wrappers_flagged_mean": means[n]} for n, p in probes.items()},
+        "n": {k: len(v) for k, v in sets.items()},
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))

@@ -111,7 +111,8 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
-                           probe_attacks=("none", "prefix-injection"), probe=True, probe_all_pairs=False)
+                           probe_attacks=("none", "prefix-injection"), probe=True, probe_all_pairs=False,
+                           probe_wrapper=False)
     splits = split_seed_set(cfg)
     seen = []
     path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
@@ -137,7 +138,10 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     assert gated.states == "base" and gated.then == "r2d" and gated.probe.layer == probe.layer
     assert gated.route == "none" and router.route == "base" and router.then == "r2d"
     assert router.probe.route_threshold is not None and router.probe.route_threshold <= router.probe.threshold
-    assert QuickstartConfig(out=tmp_path).variants() == VARIANTS  # off by default
+    assert QuickstartConfig(out=tmp_path, probe_wrapper=False).variants() == VARIANTS
+    # by default: no intent probe, the wrapper probe in front of the base model
+    assert [v.name for v in QuickstartConfig(out=tmp_path).variants()] == [*(v.name for v in VARIANTS),
+                                                                           "base + wrapper probe"]
 
 
 @pytest.mark.timeout(300)
@@ -146,7 +150,8 @@ def test_probe_tune_fits_a_tuned_probe_and_names_its_rows(tmp_path, tiny_dir):
     from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
-                           probe_attacks=("none",), probe=True, probe_tune=True, probe_all_pairs=False)
+                           probe_attacks=("none",), probe=True, probe_tune=True, probe_all_pairs=False,
+                           probe_wrapper=False)
     splits = split_seed_set(cfg)
     seen = []
     path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
@@ -190,18 +195,27 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
     )
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
-                           probe_all_pairs=False, probe_wrapper=True)
+                           probe_wrapper=True, wrapper_documents=6, wrapper_doc_tokens=200)
     splits = split_seed_set(cfg)
-    path = fit_quickstart_wrapper(cfg, splits)
+    seen = []
+    path = fit_quickstart_wrapper(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
     probe = RequestProbe.load(path)
-    requests = probe.metrics["fitted_on"]["harmful_requests"] + probe.metrics["fitted_on"]["benign_requests"]
+    fitted = probe.metrics["fitted_on"]
+    requests = fitted["harmful_requests"] + fitted["benign_requests"]
     assert probe.target == "wrapper" and path == tmp_path / "wrapper.json"
-    docs = probe.metrics["fitted_on"]["documents"]
-    assert 0 < docs <= probe.metrics["fitted_on"]["benign_requests"]  # the model's answers as documents
-    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (2 * requests, len(PLAIN_ATTACKS) * requests + docs)
-    assert set(probe.metrics["fitted_on"]["attacks"]) == {*WRAPPER_ATTACKS, *PLAIN_ATTACKS}
+    assert requests == 4 + 4 + 2 + 2  # the split's training requests only: no spare pairs by default
+    assert ("wrapper probe: hidden states", requests * (1 + len(PLAIN_ATTACKS)),
+            requests * (1 + len(PLAIN_ATTACKS))) in seen
+    docs = fitted["documents"]
+    assert 0 < docs <= 6 and fitted["documents_asked"] == 6 and fitted["document_tokens"] == 200
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (requests, len(PLAIN_ATTACKS) * requests + docs)
+    assert set(fitted["attacks"]) == {*WRAPPER_ATTACKS, *PLAIN_ATTACKS} and fitted["forms_per_request"] == 1
     stamp = path.stat().st_mtime_ns
     assert fit_quickstart_wrapper(cfg, splits) == path and path.stat().st_mtime_ns == stamp  # cached
+    # another setting is fitted again: two wrapper forms per request
+    two = dataclasses.replace(cfg, wrapper_forms=2)
+    fit_quickstart_wrapper(two, splits)
+    assert RequestProbe.load(path).metrics["n_harmful"] == 2 * requests
 
     assert cfg.variants() == (*VARIANTS, cfg.variants()[-1]) and cfg.variants()[-1].name == "base + wrapper probe"
     both = QuickstartConfig(out=tmp_path, probe=True, probe_wrapper=True).variants()
@@ -212,4 +226,5 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
                        cfg.variants())
     guard = GUARDS.create(specs[-1].defences[0].guard, **specs[-1].defences[0].args)
     assert guard.probe.target == "wrapper"
-    assert QuickstartConfig.for_mode(tmp_path, fast=True, probe_wrapper=True).probe_wrapper
+    assert QuickstartConfig.for_mode(tmp_path, fast=True).probe_wrapper
+    assert not QuickstartConfig.for_mode(tmp_path, fast=False, probe_wrapper=False).probe_wrapper

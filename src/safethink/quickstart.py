@@ -106,22 +106,34 @@ class QuickstartConfig:
     """With ``probe``: fit a tuned probe (LoRA on the base model's lower blocks with a linear head, saved to
     ``out/probe_tuned``) instead of the linear one; its rows are named "tuned probe". Minutes of training
     rather than seconds (about 17 on 2 CPU cores in full mode)."""
-    probe_wrapper: bool = False
-    """Also fit a wrapper probe (``out/wrapper.json``) on the same requests, each under 2 of
-    :data:`WRAPPER_ATTACKS` and under every one of :data:`PLAIN_ATTACKS`, with 200 of the base model's own
-    answers as documents of ordinary tasks (long plain requests), and add the base model behind it (and, with
-    ``probe``, the probe router behind it) to the table."""
+    probe_wrapper: bool = True
+    """Fit a wrapper probe (``out/wrapper.json``) and add the base model behind it (and, with ``probe``,
+    the probe router behind it) to the table. Every request of the fit is a positive under
+    ``wrapper_forms`` of :data:`WRAPPER_ATTACKS` and a negative under every one of :data:`PLAIN_ATTACKS`; the
+    base model's answers to ``wrapper_documents`` benign ones are documents of ordinary tasks (long plain
+    requests, so that the probe does not learn length)."""
+    wrapper_all_pairs: bool = False
+    """Fit the wrapper probe on the spare seed pairs too, not only the split's training requests (about 5 times
+    the cost: BENCHMARKS.md, "A cheaper wrapper probe in the quickstart")."""
+    wrapper_forms: int = 1
+    """Wrapper attacks drawn per request of the wrapper fit."""
+    wrapper_documents: int = 64
+    """Benign requests the base model answers for the wrapper fit's documents (those of 300 characters or more
+    are kept)."""
+    wrapper_doc_tokens: int = 256
+    """Length cap of those answers."""
 
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0,
-                 probe: bool = False, probe_tune: bool = False, probe_wrapper: bool = False) -> QuickstartConfig:
+                 probe: bool = False, probe_tune: bool = False, probe_wrapper: bool = True) -> QuickstartConfig:
         if fast:
             # A smoke run of every stage (a few minutes on 2 CPU cores): too few steps to change the
             # model's behaviour, and answers too short for the SCoT reasoning to reach its response.
             return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=2, eval_benign=2,
                        train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS,
                        probe=probe or probe_tune, probe_tune=probe_tune, probe_all_pairs=False,
-                       probe_wrapper=probe_wrapper)
+                       probe_wrapper=probe_wrapper, wrapper_forms=3, wrapper_documents=16,
+                       wrapper_doc_tokens=128)
         return cls(out=out, model=model, seed=seed, probe=probe or probe_tune, probe_tune=probe_tune,
                    probe_wrapper=probe_wrapper)
 
@@ -346,31 +358,36 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
 
 
 def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
-    """The wrapper probe on the base model (cached in :attr:`QuickstartConfig.wrapper_path`): the probe stage's
-    requests, harmful and benign alike, each under 2 of :data:`WRAPPER_ATTACKS` (positive) and under every one
-    of :data:`PLAIN_ATTACKS` (negative), plus the model's answers to 200 benign ones as documents of ordinary
-    tasks (negative); its threshold at 1% of the plain forms."""
+    """The wrapper probe on the base model (cached in :attr:`QuickstartConfig.wrapper_path`): the split's
+    training requests (with ``wrapper_all_pairs``, the spare seed pairs too), harmful and benign alike, each
+    under ``wrapper_forms`` of :data:`WRAPPER_ATTACKS` (positive) and under every one of :data:`PLAIN_ATTACKS`
+    (negative), plus the model's answers to ``wrapper_documents`` benign ones as documents of ordinary tasks
+    (negative); its threshold at 1% of the plain forms."""
     from .models import load_model
     from .train import fit_probe_from_sources
 
     dest = cfg.wrapper_path
-    harmful, benign = _probe_sources(cfg, splits)
+    harmful, benign = _probe_sources(cfg, splits) if cfg.wrapper_all_pairs else split_sources(splits)
     attacks = [*WRAPPER_ATTACKS, *PLAIN_ATTACKS]
+    settings = {"forms_per_request": cfg.wrapper_forms, "documents_asked": cfg.wrapper_documents,
+                "document_tokens": cfg.wrapper_doc_tokens}
     if dest.is_file():
-        if _fitted_on(dest, harmful, benign, attacks):
+        if _fitted_on(dest, harmful, benign, attacks, settings):
             return dest
-        progress(f"wrapper probe: {dest} was fitted on other requests or attacks; fitting it again", 0, 0)
-    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * (2 + len(PLAIN_ATTACKS))
+        progress(f"wrapper probe: {dest} was fitted on other requests, attacks or settings; fitting it again", 0, 0)
+    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * (cfg.wrapper_forms + len(PLAIN_ATTACKS))
     state = {"done": 0}
 
     def advance(k: int) -> None:
         state["done"] += k
         progress("wrapper probe: hidden states", state["done"], n)
 
+    model = load_model(cfg.model)
     progress("wrapper probe: hidden states", 0, n)
-    probe = fit_probe_from_sources(load_model(cfg.model), harmful, benign, attacks=attacks, seed=cfg.seed,
-                                   target="wrapper", plain_attacks=PLAIN_ATTACKS, forms_per_request=2,
-                                   documents=200, max_fpr=0.01, progress=advance)
+    probe = fit_probe_from_sources(model, harmful, benign, attacks=attacks, seed=cfg.seed, target="wrapper",
+                                   plain_attacks=PLAIN_ATTACKS, forms_per_request=cfg.wrapper_forms,
+                                   documents=cfg.wrapper_documents, document_tokens=cfg.wrapper_doc_tokens,
+                                   max_fpr=0.01, progress=advance)
     probe.save(dest)
     progress(f"wrapper probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
     return dest
@@ -386,15 +403,16 @@ def _probe_sources(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[list
     return harmful, benign
 
 
-def _fitted_on(dest: Path, harmful: list[str], benign: list[str], attacks: list[str]) -> bool:
-    """Whether the probe saved at ``dest`` was fitted on these request files (in any order) and attacks. One
-    fitted on others is fitted again; the evaluation then answers again, as the probe's content is part of
-    each attempt's key."""
+def _fitted_on(dest: Path, harmful: list[str], benign: list[str], attacks: list[str],
+               settings: dict[str, Any] | None = None) -> bool:
+    """Whether the probe saved at ``dest`` was fitted on these request files (in any order) and attacks, and
+    with ``settings`` (keys of its ``fitted_on`` record). One fitted otherwise is fitted again; the evaluation
+    then answers again, as the probe's content is part of each attempt's key."""
     from .guard import load_probe
 
     fitted = load_probe(dest).metrics.get("fitted_on", {})
     return (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
-        sorted(harmful), sorted(benign), attacks)
+        sorted(harmful), sorted(benign), attacks) and all(fitted.get(k) == v for k, v in (settings or {}).items())
 
 
 def _spare_pairs(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[Path, Path]:

@@ -28,9 +28,11 @@ def quickstart(
     probe_tune: Annotated[bool, typer.Option("--probe-tune", help="As --probe, with a tuned probe (LoRA on the "
                                              "lower blocks and a linear head; about 17 more minutes of training on "
                                              "2 CPU cores in full mode).")] = False,
-    probe_wrapper: Annotated[bool, typer.Option("--probe-wrapper", help="Also fit a wrapper probe (refuses requests "
-                                                "that come inside an attack template or encoding) and evaluate the "
-                                                "base model behind it, and with --probe the probe router behind it.")] = False,
+    probe_wrapper: Annotated[bool, typer.Option("--probe-wrapper/--no-probe-wrapper", help="Fit a wrapper probe "
+                                                "(refuses requests that come inside an attack template or encoding) "
+                                                "and evaluate the base model behind it, and with --probe the probe "
+                                                "router behind it (on 2 CPU cores about 4 more minutes in full "
+                                                "mode).")] = True,
 ) -> None:
     """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,
     evaluate base vs defended models under attack, print the before/after table, write the HTML report."""

@@ -121,7 +121,7 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
                            limit: int | None = None, data_dir: str | None = None, tune: bool = False,
                            forms_per_request: int | None = None, target: str = "intent",
                            plain_attacks: Sequence[str] = ("none",), documents: int | None = None,
-                           **fit_options: Any) -> Any:
+                           document_tokens: int = 256, **fit_options: Any) -> Any:
     """Load ``harmful`` / ``benign`` prompt sources (names, paths, ``builtin:...``), put every request
     under every attack (with ``forms_per_request`` = k, under k of them drawn per request) and fit a
     :class:`~safethink.guard.RequestProbe` on ``model`` (with ``tune``, a :class:`~safethink.guard.TunedProbe`).
@@ -134,7 +134,8 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
     ``plain_attacks``, and a negative under each of ``plain_attacks`` (``none``, and rewrites that read like an
     ordinary request such as ``past-tense``), so the threshold (``max_fpr``) is set on plain requests.
     ``documents`` (default 200 for a wrapper probe) more negatives are long plain requests the model writes
-    itself (:func:`document_requests`), so that length is not what the probe learns."""
+    itself (:func:`document_requests`, answers of at most ``document_tokens``), so that length is not what the
+    probe learns."""
     from ..data import load_prompts
     from ..guard import fit_probe, fit_tuned_probe
 
@@ -153,7 +154,7 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
         raise SpecError("documents are negatives of a wrapper probe; an intent probe takes its benign sources")
     n_docs = 200 if documents is None and target == "wrapper" else documents or 0
     if n_docs:
-        docs = document_requests(model, b, n=n_docs, seed=seed)
+        docs = document_requests(model, b, n=n_docs, seed=seed, max_new_tokens=document_tokens)
         bc, groups = [*bc, *docs], [*groups, *(f"document/{i}" for i in range(len(docs)))]
     fit = fit_tuned_probe if tune else fit_probe
     probe = fit(model, hc, bc, groups=groups, seed=seed, **fit_options)
@@ -162,6 +163,7 @@ def fit_probe_from_sources(model: Any, harmful: Sequence[str], benign: Sequence[
                                   "attack_seed": aseed, "harmful_requests": len(h), "benign_requests": len(b),
                                   "forms_per_request": forms_per_request, "forms": len(hc) + len(bc),
                                   "target": target,
-                                  **({"plain_attacks": list(plain_attacks), "documents": len(bc) - len(forms["negative"])}
+                                  **({"plain_attacks": list(plain_attacks), "documents": len(bc) - len(forms["negative"]),
+                                      "documents_asked": n_docs, "document_tokens": document_tokens}
                                      if target == "wrapper" else {})}
     return probe
