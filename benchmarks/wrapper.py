@@ -140,17 +140,10 @@ def main() -> None:
         no_docs = fit_probe_on_states(states[keep], y[keep], [g for g, k in zip(forms["groups"], keep) if k],
                                       layer_ids=layer_ids, candidates=layer_ids[1:], model=model.spec,
                                       max_fpr=args.max_fpr, seed=args.seed)
-    jbb = load_prompts("jbb-harmful", limit=args.eval_limit, seed=args.seed, data_dir=args.data_dir)
-    held = {a: full.score(model, attacked_examples(jbb, [a], seed=args.seed)[0]) for a in attacks}
+    jbb, jbb_forms, plain_sets = evaluation_sets(args, attacks)
+    held = {a: full.score(model, jbb_forms[a]) for a in attacks}
     flagged = {a: float(np.mean(np.asarray(s) >= full.threshold)) for a, s in held.items()}
-    benign_sets = {"JBB benign": "jbb-benign", "XSTest safe": "xstest-safe", "Alpaca (held out)": "harmless-val"}
     benign_flagged = {}
-    plain_sets = {name: [[{"role": "user", "content": r.prompt}]
-                         for r in load_prompts(src, limit=200, seed=args.seed, data_dir=args.data_dir)]
-                  for name, src in benign_sets.items()}
-    long_benign = long_plain_requests(args.data_dir)
-    if long_benign:
-        plain_sets["long: a task over a document (held-out tasks)"] = long_benign
     for name, convs_ in plain_sets.items():
         r = {"n": len(convs_), "flagged": float(np.mean(np.asarray(full.score(model, convs_)) >= full.threshold))}
         if no_docs is not None:
@@ -191,37 +184,50 @@ def main() -> None:
     console.print(f"wrote {args.json}")
 
 
+def evaluation_sets(args, attacks: list[str]) -> tuple[list, dict[str, list], dict[str, list]]:
+    """The forms every wrapper probe is scored on: the JBB harmful records drawn, their forms under each of
+    ``attacks``, and the plain benign sets (JBB benign, XSTest safe, Alpaca held out, and the long plain requests
+    when their file is there), as conversations."""
+    jbb = load_prompts("jbb-harmful", limit=args.eval_limit, seed=args.seed, data_dir=args.data_dir)
+    forms = {a: attacked_examples(jbb, [a], seed=args.seed)[0] for a in attacks}
+    benign_sets = {"JBB benign": "jbb-benign", "XSTest safe": "xstest-safe", "Alpaca (held out)": "harmless-val"}
+    plain_sets = {name: [[{"role": "user", "content": r.prompt}]
+                         for r in load_prompts(src, limit=200, seed=args.seed, data_dir=args.data_dir)]
+                  for name, src in benign_sets.items()}
+    long_benign = long_plain_requests(args.data_dir)
+    if long_benign:
+        plain_sets["long: a task over a document (held-out tasks)"] = long_benign
+    return jbb, forms, plain_sets
+
+
 def score_saved(args) -> None:
     """``--score``: saved wrapper probes on the evaluation forms only, one column each."""
+    import shlex
+
     import numpy as np
 
     from safethink.guard import RequestProbe
 
     console = Console()
     t0 = time.perf_counter()
-    probes = {}
+    probes, paths = {}, {}
     for item in args.score:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"--score {item!r}: expected NAME=PATH")
-        probes[name] = RequestProbe.load(path)
-        if probes[name].target != "wrapper":
-            raise SystemExit(f"--score {item!r}: {path} holds a probe of target {probes[name].target!r}, not a wrapper probe")
+        probe = RequestProbe.load(path)
+        if probe.target != "wrapper":
+            raise SystemExit(f"--score {item!r}: {path} holds a probe of target {probe.target!r}, not a wrapper probe")
+        if probe.pool != "last":
+            raise SystemExit(f"--score {item!r}: --score reads last-token states; a probe pooled otherwise "
+                             "is scored by benchmarks/probe.py")
+        probes[name], paths[name] = probe, path
     model = load_model(args.model)
     attacks, plain = args.attacks.split(","), args.plain_attacks.split(",")
-    jbb = load_prompts("jbb-harmful", limit=args.eval_limit, seed=args.seed, data_dir=args.data_dir)
-    sets: dict[str, list] = {a: attacked_examples(jbb, [a], seed=args.seed)[0] for a in attacks}
-    benign_sets = {"JBB benign": "jbb-benign", "XSTest safe": "xstest-safe", "Alpaca (held out)": "harmless-val"}
-    for name, src in benign_sets.items():
-        sets[name] = [[{"role": "user", "content": r.prompt}]
-                      for r in load_prompts(src, limit=200, seed=args.seed, data_dir=args.data_dir)]
-    long_benign = long_plain_requests(args.data_dir)
-    if long_benign:
-        sets["long: a task over a document (held-out tasks)"] = long_benign
+    jbb, forms, plain_sets = evaluation_sets(args, attacks)
+    sets = {**forms, **plain_sets}
     convs = [c for cs in sets.values() for c in cs]
     states = cached_states(model, convs, Path(args.out) / "states", console)  # every layer, pooled at the last token
-    if any(p.pool != "last" for p in probes.values()):
-        raise SystemExit("--score reads last-token states; a probe pooled otherwise is scored by benchmarks/probe.py")
     flagged: dict[str, dict[str, float]] = {name: {} for name in probes}
     start = 0
     for set_name, cs in sets.items():
@@ -244,9 +250,8 @@ def score_saved(args) -> None:
     console.print(table)
     result = {
         "date": date.today().isoformat(), "machine": machine(),
-        "command": "python benchmarks/wrapper.py " + " ".join(sys.argv[1:]), "seconds": time.perf_counter() - t0,
-        "probes": {n: {"path": dict(i.partition("=")[::2] for i in args.score)[n], "layers": p.layers,
-                       "threshold": p.threshold, "cv_auc": p.metrics.get("auc"),
+        "command": shlex.join(["python", "benchmarks/wrapper.py", *sys.argv[1:]]), "seconds": time.perf_counter() - t0,
+        "probes": {n: {"path": paths[n], "layers": p.layers, "threshold": p.threshold, "cv_auc": p.metrics.get("auc"),
                        "fitted_on": p.metrics.get("fitted_on"), "flagged": flagged[n],
                        "wrappers_flagged_mean": means[n]} for n, p in probes.items()},
         "n": {k: len(v) for k, v in sets.items()},

@@ -113,8 +113,8 @@ class QuickstartConfig:
     base model's answers to ``wrapper_documents`` benign ones are documents of ordinary tasks (long plain
     requests, so that the probe does not learn length)."""
     wrapper_all_pairs: bool = False
-    """Fit the wrapper probe on the spare seed pairs too, not only the split's training requests (about 5 times
-    the cost: BENCHMARKS.md, "A cheaper wrapper probe in the quickstart")."""
+    """Fit the wrapper probe on the spare seed pairs too, not only the split's training requests (2,078 forms
+    against 777, about 3 times the fitting time: BENCHMARKS.md, "A cheaper wrapper probe in the quickstart")."""
     wrapper_forms: int = 1
     """Wrapper attacks drawn per request of the wrapper fit."""
     wrapper_documents: int = 64
