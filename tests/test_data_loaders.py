@@ -180,3 +180,146 @@ def test_builtin_format_errors(tmp_path):
     p.write_text('{"id": "a", "prompt": ""}\n')
     with pytest.raises(InputError, match=r"harmful\.jsonl:1: field 'prompt'"):
         load_seed_file(p, "harmful")
+
+
+def test_builtin_realistic_sets_and_their_split():
+    every = load_prompts("builtin:realistic")
+    train, test = load_prompts("builtin:realistic-train"), load_prompts("builtin:realistic-test")
+    assert len(every) == len(train) + len(test) >= 200
+    assert {r.id for r in train} | {r.id for r in test} == {r.id for r in every}
+    assert not {r.id for r in train} & {r.id for r in test}
+    assert {r.meta["split"] for r in train} == {"train"} and {r.meta["split"] for r in test} == {"test"}
+    assert not {r.meta["group"] for r in train} & {r.meta["group"] for r in test}, "a group spans both splits"
+    assert {r.source for r in every} == {"builtin:realistic"}
+    assert {r.source for r in train} == {"builtin:realistic-train"}
+    assert {r.source for r in test} == {"builtin:realistic-test"}
+    kinds = {"summarise", "translate", "proofread", "code-review", "code-explain", "extract", "persona",
+             "multi-turn", "constraints"}
+    for part in (train, test):
+        assert {r.category for r in part} == kinds
+    for r in every:
+        assert r.label == "benign" and r.category == r.meta["kind"] and r.meta["group"]
+        roles = [m.role for m in r.history]
+        if r.category == "persona":
+            assert roles == ["system"]
+        elif r.category == "multi-turn":
+            assert roles[:2] == ["user", "assistant"] and roles[-1] == "assistant"
+    assert load_prompts("builtin:realistic-test", limit=5, seed=3) == load_prompts("builtin:realistic-test", limit=5, seed=3)
+    with pytest.raises(SpecError, match=r"builtin:realistic-dev.*builtin:realistic-train, builtin:realistic-test"):
+        load_prompts("builtin:realistic-dev")
+    with pytest.raises(SpecError, match=r"unknown built-in set builtin:benign-test"):
+        load_prompts("builtin:benign-test")
+
+
+def test_seed_file_system_and_history_become_the_record_history(tmp_path):
+    from safethink.data._loaders import load_seed_file
+
+    p = tmp_path / "realistic.jsonl"
+    rows = [
+        {"id": "a", "kind": "persona", "group": "g1", "split": "train", "prompt": "What now?",
+         "system": "You are a tutor."},
+        {"id": "b", "kind": "multi-turn", "group": "g2", "split": "test", "prompt": "And then?",
+         "history": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]},
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = load_seed_file(p, "realistic")
+    assert a.messages() == [{"role": "system", "content": "You are a tutor."}, {"role": "user", "content": "What now?"}]
+    assert b.messages() == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                            {"role": "user", "content": "And then?"}]
+    assert a.meta == {"kind": "persona", "group": "g1", "split": "train", "seed_id": "a"} and a.category == "persona"
+    # A bad history is reported at its file and line.
+    p.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "history": [{"role": "assistant", "content": "x"}]}) + "\n")
+    with pytest.raises(InputError, match=r"realistic\.jsonl:2: history.*'assistant': expected user"):
+        load_seed_file(p, "realistic")
+    p.write_text(json.dumps({**rows[1], "history": "Hi"}) + "\n")
+    with pytest.raises(InputError, match=r"realistic\.jsonl:1: field 'history'"):
+        load_seed_file(p, "realistic")
+    p.write_text(json.dumps({**rows[0], "system": "  "}) + "\n")
+    with pytest.raises(InputError, match=r"realistic\.jsonl:1: field 'system'"):
+        load_seed_file(p, "realistic")
+
+
+@pytest.mark.parametrize("history, match", [
+    ([{"role": "user", "content": "hi"}], "ends with a user turn"),
+    ([{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}], r"history\[1\] is 'user': expected assistant"),
+    ([{"role": "assistant", "content": "hello"}], r"history\[0\] is 'assistant': expected user"),
+    ([{"role": "user", "content": "hi"}, {"role": "system", "content": "be terse"}], "system message may only come first"),
+    ([{"role": "system", "content": "a"}, {"role": "system", "content": "b"}], "system message may only come first"),
+    ([{"role": "user", "content": "  "}, {"role": "assistant", "content": "ok"}], "content is empty"),
+    ([{"role": "tool", "content": "x"}], "role"),
+    ([{"role": "user", "content": "hi", "name": "bob"}, {"role": "assistant", "content": "ok"}], "Extra inputs"),
+])
+def test_bad_history_is_a_schema_error(history, match):
+    from pydantic import ValidationError
+
+    from safethink.data import PromptRecord
+
+    with pytest.raises(ValidationError, match=match):
+        PromptRecord(id="x", prompt="Go on", label="benign", source="t", history=history)
+
+
+def test_history_defaults_empty_and_stays_frozen():
+    from pydantic import ValidationError
+
+    from safethink.data import PromptRecord
+
+    plain = PromptRecord(id="x", prompt="Hi", label="benign", source="t", context="Doc")
+    assert plain.history == () and plain.messages() == [{"role": "user", "content": "Doc\n\n---\n\nHi"}]
+    sys_only = PromptRecord(id="y", prompt="Hi", label="benign", source="t", history=[{"role": "system", "content": "S"}])
+    assert [m.role for m in sys_only.history] == ["system"]
+    with pytest.raises(ValidationError):
+        sys_only.history = ()
+    assert PromptRecord.model_validate(sys_only.model_dump()) == sys_only
+
+
+def _conversation_record():
+    from safethink.data import PromptRecord
+
+    return PromptRecord(id="c1", prompt="Now make it shorter, please.", label="benign", source="t", history=[
+        {"role": "system", "content": "You are a helpful editor."},
+        {"role": "user", "content": "Summarise: the meeting moved to Friday."},
+        {"role": "assistant", "content": "The meeting is now on Friday."},
+    ])
+
+
+def test_history_reaches_attacked_prompts():
+    from safethink.attacks import ATTACKS
+
+    rec = _conversation_record()
+    earlier = rec.messages()[:-1]
+    plain = ATTACKS.create("none").prepare([rec], seed=0)[0]
+    assert plain.messages == rec.messages()
+    wrapped = ATTACKS.create("refusal-suppression").prepare([rec], seed=0)[0]
+    assert wrapped.messages[:-1] == earlier and wrapped.messages[-1]["role"] == "user"
+    assert rec.prompt in wrapped.messages[-1]["content"] and wrapped.messages[-1]["content"] != rec.prompt
+    # Demonstration turns of a multi-turn attack come after the record's conversation, and roles still alternate.
+    shots = ATTACKS.create("few-shot", n_shots=2).prepare([rec], seed=1)[0]
+    assert shots.messages[:3] == earlier and shots.messages[-1]["content"] == rec.prompt
+    roles = [m["role"] for m in shots.messages[1:]]
+    assert roles == ["user", "assistant"] * 3 + ["user"]
+    # A single-turn record is untouched.
+    from safethink.data import PromptRecord
+
+    single = PromptRecord(id="s", prompt="Hi", label="benign", source="t")
+    assert ATTACKS.create("none").prepare([single], seed=0)[0].messages == [{"role": "user", "content": "Hi"}]
+
+
+def test_attack_system_message_stays_first():
+    from dataclasses import dataclass
+
+    from safethink.attacks import AttackBase, Built
+
+    @dataclass(kw_only=True)
+    class WithSystem(AttackBase):  # not registered: a stand-in for an attack that sets its own system prompt
+        name = "test-with-system"
+        family = "template"
+        paper = "https://example.org"
+        description = "Sets a system prompt."
+
+        def build(self, records, rngs, target):
+            return [Built([{"role": "system", "content": "ATTACK SYSTEM"}, {"role": "user", "content": r.prompt}])
+                    for r in records]
+
+    rec = _conversation_record()
+    out = WithSystem().prepare([rec], seed=0)[0].messages
+    assert out == [{"role": "system", "content": "ATTACK SYSTEM"}, *rec.messages()]

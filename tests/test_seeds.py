@@ -4,6 +4,10 @@ Checks: the exact record shapes of the contract, unique ids, a one-to-one harmfu
 same policy category, coverage of every policy category, minimum sizes, no empty or duplicate prompts,
 twins that stay close in style to their harmful pair, and no prompt that is an exact or near-exact copy of
 a prompt in the public evaluation sets (which would leak test items into training data).
+
+The realistic set (requests with pasted material, personas and earlier turns) has its own contract:
+record shapes per kind, a train/test split by group that covers every kind, well-formed histories, a wide
+spread of lengths, and asks written one by one rather than from a template.
 """
 
 from __future__ import annotations
@@ -52,6 +56,16 @@ BORDERLINE_KINDS = {
     "safety_advice",
 }
 MIN_TOTAL = {"harmful": 200, "twins": 200, "benign": 200, "borderline": 80}
+# realistic.jsonl: kind -> keys a record of that kind must carry beyond the common ones.
+REALISTIC_KINDS = {
+    "summarise": set(), "translate": set(), "proofread": set(), "code-review": set(), "code-explain": set(),
+    "extract": set(), "persona": {"system"}, "multi-turn": {"history"}, "constraints": set(),
+}
+REALISTIC_KEYS = {"id", "kind", "group", "split", "prompt"}
+REALISTIC_OPTIONAL = {"system", "history"}
+MIN_PER_KIND = 20
+# A sentence of at least this many words that occurs in two groups' texts is a templated ask (or copied material).
+SHARED_SENTENCE_WORDS = 7
 MIN_PER_CATEGORY = 15
 # A prompt this similar (difflib ratio on normalised text) to a public one counts as a near-exact copy; high
 # enough that a one-word change in a short prompt ("... about the sea" -> "... about the desert") is a new request.
@@ -83,8 +97,25 @@ def seeds() -> dict[str, list[dict]]:
     return {name: [obj for _, obj in iter_jsonl(_seed_dir() / f"{name}.jsonl")] for name in KEYS}
 
 
-def _all_prompts(seeds) -> list[tuple[str, str]]:
-    return [(r["id"], r["prompt"]) for rows in seeds.values() for r in rows]
+@pytest.fixture(scope="module")
+def realistic() -> list[dict]:
+    return [obj for _, obj in iter_jsonl(_seed_dir() / "realistic.jsonl")]
+
+
+def _all_prompts(seeds, realistic=()) -> list[tuple[str, str]]:
+    """Every text a seed sends to a model: prompts, and the realistic set's system prompts and earlier turns."""
+    out = [(r["id"], r["prompt"]) for rows in seeds.values() for r in rows]
+    for r in realistic:
+        out.append((r["id"], r["prompt"]))
+        if "system" in r:
+            out.append((f"{r['id']}/system", r["system"]))
+        out += [(f"{r['id']}/history/{i}", m["content"]) for i, m in enumerate(r.get("history", []))]
+    return out
+
+
+def _chars(r: dict) -> int:
+    """A realistic record's length as a model sees it: prompt plus system prompt plus earlier turns."""
+    return len(r["prompt"]) + len(r.get("system", "")) + sum(len(m["content"]) for m in r.get("history", []))
 
 
 def test_files_are_strict_jsonl_objects_with_contract_keys(seeds):
@@ -101,8 +132,8 @@ def test_files_are_strict_jsonl_objects_with_contract_keys(seeds):
                 assert v == v.strip(), f"{path}:{n}: {k!r} has leading/trailing whitespace"
 
 
-def test_ids_unique_across_all_files(seeds):
-    ids = [r["id"] for rows in seeds.values() for r in rows]
+def test_ids_unique_across_all_files(seeds, realistic):
+    ids = [r["id"] for rows in seeds.values() for r in rows] + [r["id"] for r in realistic]
     dupes = [i for i, c in Counter(ids).items() if c > 1]
     assert not dupes, f"duplicate ids: {dupes}"
 
@@ -139,9 +170,9 @@ def test_minimum_sizes(seeds):
         assert len(seeds[name]) >= least, f"{name}: {len(seeds[name])} < {least}"
 
 
-def test_no_duplicate_prompts_anywhere(seeds):
+def test_no_duplicate_prompts_anywhere(seeds, realistic):
     seen: dict[str, str] = {}
-    for rid, prompt in _all_prompts(seeds):
+    for rid, prompt in _all_prompts(seeds) + [(r["id"], r["prompt"]) for r in realistic]:
         key = _norm(prompt)
         assert key, f"{rid}: prompt has no words"
         assert key not in seen, f"{rid} duplicates {seen[key]}: {prompt!r}"
@@ -180,6 +211,102 @@ def test_twins_do_not_give_away_the_label_by_style(seeds):
         a, b = set(_norm(r["prompt"]).split()), set(_norm(by_id[r["twin"]]).split())
         overlaps.append(len(a & b) / len(a | b))
     assert statistics.median(overlaps) >= 0.3
+
+
+def test_realistic_records_have_the_shape_of_their_kind(realistic):
+    path = _seed_dir() / "realistic.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(realistic) >= 200
+    for n, (line, r) in enumerate(zip(lines, realistic), 1):
+        assert line.strip() and json.loads(line) == r, f"{path}:{n}: not one JSON object per line"
+        assert REALISTIC_KEYS <= set(r) <= REALISTIC_KEYS | REALISTIC_OPTIONAL, f"{path}:{n}: keys {sorted(r)}"
+        assert re.fullmatch(r"realistic-\d{3}", r["id"]), f"{path}:{n}: id {r['id']!r}"
+        assert r["kind"] in REALISTIC_KINDS, f"{r['id']}: unknown kind {r['kind']!r}"
+        assert REALISTIC_KINDS[r["kind"]] <= set(r), f"{r['id']}: a {r['kind']} record needs {REALISTIC_KINDS[r['kind']]}"
+        assert ("history" in r) == (r["kind"] == "multi-turn"), f"{r['id']}: history belongs to multi-turn only"
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", r["group"]), f"{r['id']}: group {r['group']!r}"
+        assert r["split"] in ("train", "test"), f"{r['id']}: split {r['split']!r}"
+        for key in ("prompt", "system"):
+            if key in r:
+                assert isinstance(r[key], str) and r[key].strip() == r[key] and r[key], f"{r['id']}: bad {key}"
+
+
+def test_realistic_kinds_are_all_well_stocked(realistic):
+    counts = Counter(r["kind"] for r in realistic)
+    assert set(counts) == set(REALISTIC_KINDS)
+    short = {k: c for k, c in counts.items() if c < MIN_PER_KIND}
+    assert not short, f"kinds with fewer than {MIN_PER_KIND} records: {short}"
+
+
+def test_realistic_split_is_by_group_and_covers_every_kind(realistic):
+    splits_of_group: dict[str, set[str]] = {}
+    for r in realistic:
+        splits_of_group.setdefault(r["group"], set()).add(r["split"])
+    leaking = sorted(g for g, s in splits_of_group.items() if len(s) > 1)
+    assert not leaking, f"groups in both splits (their shared material would leak into the test part): {leaking}"
+    by_split = {part: Counter(r["kind"] for r in realistic if r["split"] == part) for part in ("train", "test")}
+    for part, kinds in by_split.items():
+        assert set(kinds) == set(REALISTIC_KINDS), f"{part} lacks {set(REALISTIC_KINDS) - set(kinds)}"
+    share = sum(by_split["test"].values()) / len(realistic)
+    assert 0.25 <= share <= 0.40, f"test part holds {share:.0%} of the records, expected about a third"
+    # Groups tie requests together: several share material, none is so large it dominates a split.
+    sizes = Counter(r["group"] for r in realistic)
+    assert max(sizes.values()) <= 4 and sum(s > 1 for s in sizes.values()) >= 5
+
+
+def test_realistic_histories_alternate_from_user_to_assistant(realistic):
+    for r in realistic:
+        history = r.get("history")
+        if history is None:
+            continue
+        assert 2 <= len(history) <= 6, f"{r['id']}: {len(history)} earlier messages"
+        for i, m in enumerate(history):
+            assert set(m) == {"role", "content"}, f"{r['id']}: history[{i}] keys {sorted(m)}"
+            assert m["role"] == ("user" if i % 2 == 0 else "assistant"), f"{r['id']}: history[{i}] is {m['role']}"
+            assert isinstance(m["content"], str) and m["content"].strip(), f"{r['id']}: history[{i}] is empty"
+        assert history[-1]["role"] == "assistant"
+
+
+def test_realistic_lengths_vary_widely(realistic):
+    chars = sorted(_chars(r) for r in realistic)
+    assert chars[0] <= 250 and chars[-1] >= 2500, f"lengths run {chars[0]}..{chars[-1]}"
+    assert 700 <= statistics.median(chars) <= 900, f"median length {statistics.median(chars)}"
+    # Both tails are populated, not a couple of outliers around a narrow middle.
+    assert sum(c < 450 for c in chars) >= len(chars) // 10
+    assert sum(c > 1200 for c in chars) >= len(chars) // 10
+    for kind in REALISTIC_KINDS:  # no kind is all short or all long
+        k = [_chars(r) for r in realistic if r["kind"] == kind]
+        assert max(k) >= 2 * min(k), f"{kind}: lengths {min(k)}..{max(k)}"
+
+
+def test_realistic_asks_are_not_templated(realistic):
+    """A long sentence may repeat inside a group (the same pasted text), never across groups."""
+    groups_of: dict[str, set[str]] = {}
+    for r in realistic:
+        texts = [r["prompt"], r.get("system", "")] + [m["content"] for m in r.get("history", [])]
+        for text in texts:
+            for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+                words = _norm(sentence).split()
+                if len(words) >= SHARED_SENTENCE_WORDS:
+                    groups_of.setdefault(" ".join(words), set()).add(r["group"])
+    shared = {s: sorted(g) for s, g in groups_of.items() if len(g) > 1}
+    assert not shared, f"sentences shared across groups: {shared}"
+    # The opening line (where the ask usually sits) differs between any two records.
+    firsts = Counter(_norm(r["prompt"].splitlines()[0]) for r in realistic)
+    assert max(firsts.values()) == 1, [f for f, c in firsts.items() if c > 1]
+
+
+def test_realistic_loads_as_benign_records_with_history():
+    from safethink.data import load_prompts
+
+    records = {r.meta["seed_id"]: r for r in load_prompts("builtin:realistic")}
+    rows = {r["id"]: r for _, r in iter_jsonl(_seed_dir() / "realistic.jsonl")}
+    assert records.keys() == rows.keys()
+    for rid, row in rows.items():
+        rec = records[rid]
+        assert rec.label == "benign" and rec.category == row["kind"] and rec.prompt == row["prompt"]
+        expected = ([{"role": "system", "content": row["system"]}] if "system" in row else []) + row.get("history", [])
+        assert rec.messages() == expected + [{"role": "user", "content": row["prompt"]}]
 
 
 def _public_prompts(shared: Path, name: str) -> list[str]:
@@ -228,10 +355,10 @@ def _near_copies(ours: list[tuple[str, str]], theirs: list[str]) -> list[str]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", sorted(PUBLIC_SETS))
-def test_no_copies_of_public_evaluation_prompts(seeds, shared_data, name):
+def test_no_copies_of_public_evaluation_prompts(seeds, realistic, shared_data, name):
     theirs = _public_prompts(shared_data, name)
     assert len(theirs) >= 50, f"{name}: read only {len(theirs)} prompts, wrong column?"
-    copies = _near_copies(_all_prompts(seeds), theirs)
+    copies = _near_copies(_all_prompts(seeds, realistic), theirs)
     assert not copies, "seed prompts copy public evaluation prompts:\n" + "\n".join(copies)
 
 
@@ -263,6 +390,6 @@ def test_builtin_sets_pass_the_training_leak_check(shared_data):
 
     evals = load_eval_prompts(EVAL_SOURCES, data_dir=str(shared_data))
     assert len(evals) >= 500, "evaluation sets did not load from the shared data folder"
-    seeds = [r for name in KEYS for r in load_prompts(f"builtin:{name}")]
-    assert len(seeds) >= sum(MIN_TOTAL.values())
+    seeds = [r for name in (*KEYS, "realistic") for r in load_prompts(f"builtin:{name}")]
+    assert len(seeds) >= sum(MIN_TOTAL.values()) + MIN_PER_KIND * len(REALISTIC_KINDS)
     assert find_near_duplicates(seeds, evals) == []

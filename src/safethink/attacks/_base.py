@@ -116,7 +116,7 @@ class AttackBase:
             raise RuntimeError(f"attack {self.name!r} built {len(built)} prompts for {len(records)} records")
         params = self.params()
         return [
-            AttackedPrompt(record_id=r.id, messages=[dict(m) for m in b.messages], attack=self.name,
+            AttackedPrompt(record_id=r.id, messages=_with_history(r, b.messages), attack=self.name,
                            params=dict(params), seed=seed, prefix=b.prefix, meta=dict(b.meta))
             for r, b in zip(records, built)
         ]
@@ -140,6 +140,19 @@ class TextAttack(AttackBase):
               target: ChatModel | None) -> list[Built]:
         return [Built([{"role": "user", "content": self.rewrite(r.user_text(), g)}])
                 for r, g in zip(records, rngs)]
+
+
+def _with_history(record: PromptRecord, messages: Conversation) -> Conversation:
+    """The record's earlier turns (persona system prompt, earlier conversation), then the attack's messages.
+
+    Hooks build only the attacked request, so a multi-turn or persona record reaches the target as its
+    user wrote it. An attack's own system message stays first; the record's follows it.
+    """
+    built = [dict(m) for m in messages]
+    history = [{"role": m.role, "content": m.content} for m in record.history]
+    if built and built[0]["role"] == "system":
+        return built[:1] + history + built[1:]
+    return history + built
 
 
 def record_rng(seed: int, attack: str, record: PromptRecord) -> random.Random:

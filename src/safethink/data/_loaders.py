@@ -8,9 +8,11 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from ..errors import InputError, SafethinkError, SpecError
 from ._schema import Label, PromptRecord
-from ._sources import BUILTIN_SETS, HF_ALIASES, SOURCES, SourceSpec
+from ._sources import BUILTIN_NAMES, BUILTIN_SETS, BUILTIN_SPLITS, HF_ALIASES, SOURCES, SourceSpec
 from ._tabular import TABLE_SUFFIXES, Row, read_table, where
 
 # A local file whose prompt column has one of these names needs no column map (first match wins).
@@ -68,7 +70,7 @@ def _load_all(source: str, *, label: Label | None, column_map: dict[str, str] | 
     path = Path(source).expanduser()
     if path.is_file() or path.suffix.lower() in TABLE_SUFFIXES:
         return load_file(path, label=label, column_map=column_map)
-    known = (", ".join(sorted(SOURCES)) + ", " + ", ".join(f"builtin:{b}" for b in BUILTIN_SETS)
+    known = (", ".join(sorted(SOURCES)) + ", " + ", ".join(f"builtin:{b}" for b in BUILTIN_NAMES)
              + f", {FRAME_TWINS}<harmful source>")
     raise SpecError(f"unknown dataset {source!r}: expected one of {known}, a Hugging Face id, or a local "
                     f"file ({'/'.join(s.lstrip('.') for s in TABLE_SUFFIXES)})")
@@ -277,18 +279,33 @@ def _offline_hint(spec: SourceSpec, root: Path | None) -> str:
 
 
 # ------------------------------------------------------------------ built-in seed set
+# Keys a seed line may carry beyond id and prompt; they go to ``meta`` (``system``/``history`` to the history).
+_SEED_META_KEYS = ("twin", "twin_of", "note", "kind", "group", "split")
+
+
 def _load_builtin(name: str) -> list[PromptRecord]:
-    if name not in BUILTIN_SETS:
+    if name not in BUILTIN_NAMES:
         raise SpecError(f"unknown built-in set builtin:{name}; expected one of "
-                        + ", ".join(f"builtin:{b}" for b in BUILTIN_SETS))
-    path = SEEDS_DIR / f"{name}.jsonl"
+                        + ", ".join(f"builtin:{b}" for b in BUILTIN_NAMES))
+    base, part = name, None
+    if name not in BUILTIN_SETS:  # '<set>-<split>'
+        base, part = next((b, name[len(b) + 1:]) for b in BUILTIN_SPLITS if name.startswith(b + "-"))
+    path = SEEDS_DIR / f"{base}.jsonl"
     if not path.is_file():
         raise SafethinkError(f"built-in seed file missing from the installation: {path}")
-    return load_seed_file(path, name)
+    records = load_seed_file(path, base)
+    if part is None:
+        return records
+    return [r.model_copy(update={"source": f"builtin:{name}"}) for r in records if r.meta.get("split") == part]
 
 
 def load_seed_file(path: Path, name: str) -> list[PromptRecord]:
-    """Read a seed file in the built-in format (``{"id","prompt",...}`` per line)."""
+    """Read a seed file in the built-in format (``{"id","prompt",...}`` per line).
+
+    Besides the keys kept in ``meta``, a line may carry ``system`` (a system prompt) and ``history``
+    (earlier ``{"role","content"}`` turns); the system prompt becomes the first history message. A
+    line with a ``kind`` takes it as its category.
+    """
     label: Label = "harmful" if name == "harmful" else "benign"
     rows = read_table(path)
     out = []
@@ -301,8 +318,24 @@ def load_seed_file(path: Path, name: str) -> list[PromptRecord]:
         if v["id"] in seen:
             raise InputError(f"duplicate id {v['id']!r}", path=str(path), line=row.line)
         seen.add(v["id"])
-        meta = {k: v[k] for k in ("twin", "twin_of", "note") if v.get(k)}
+        meta = {k: v[k] for k in _SEED_META_KEYS if v.get(k)}
         meta["seed_id"] = v["id"]
-        out.append(PromptRecord(id=f"builtin:{name}/{v['id']}", prompt=v["prompt"], label=label,
-                                category=v.get("category") or None, source=f"builtin:{name}", meta=meta))
+        history = _seed_history(v, path, row.line)
+        try:
+            out.append(PromptRecord(id=f"builtin:{name}/{v['id']}", prompt=v["prompt"], label=label,
+                                    category=v.get("category") or v.get("kind") or None, source=f"builtin:{name}",
+                                    meta=meta, history=history))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where_ = ".".join(str(x) for x in err["loc"])
+            raise InputError(f"{where_}: {err['msg']}", path=str(path), line=row.line) from None
     return out
+
+
+def _seed_history(v: dict[str, Any], path: Path, line: int) -> list[Any]:
+    system, history = v.get("system"), v.get("history", [])
+    if system is not None and (not isinstance(system, str) or not system.strip()):
+        raise InputError("field 'system': expected a non-empty string", path=str(path), line=line)
+    if not isinstance(history, list):
+        raise InputError("field 'history': expected a list of {role, content} objects", path=str(path), line=line)
+    return ([{"role": "system", "content": system}] if system else []) + history

@@ -9,6 +9,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Label = Literal["harmful", "benign"]
 
 
+class HistoryMessage(BaseModel):
+    """One earlier message of a conversation, sent before the request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"] = Field(description="Who wrote the message.")
+    content: str = Field(description="The message text (non-empty).")
+
+    @field_validator("content")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("message content is empty")
+        return v
+
+
 class PromptRecord(BaseModel):
     """A request from a dataset: harmful (should be refused) or benign (should be answered)."""
 
@@ -22,6 +38,12 @@ class PromptRecord(BaseModel):
     target: str | None = Field(default=None, description="Affirmative target ('Sure, here is ...') for GCG-style attacks.")
     context: str | None = Field(default=None, description="Context string (HarmBench contextual behaviours).")
     meta: dict[str, Any] = Field(default_factory=dict, description="Anything else the source carries (e.g. XSTest type, twin id).")
+    history: tuple[HistoryMessage, ...] = Field(
+        default=(),
+        description="Earlier messages sent before the request: an optional system message first, then user and "
+                    "assistant turns alternating, starting with user and ending with assistant (the request is the "
+                    "next user turn). Empty for a single-turn request.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -30,6 +52,26 @@ class PromptRecord(BaseModel):
             raise ValueError("prompt is empty")
         return v
 
+    @field_validator("history")
+    @classmethod
+    def _conversation_shape(cls, v: tuple[HistoryMessage, ...]) -> tuple[HistoryMessage, ...]:
+        turns = v[1:] if v and v[0].role == "system" else v
+        for i, m in enumerate(turns):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if m.role != expected:
+                where = i + len(v) - len(turns)
+                what = "a system message may only come first" if m.role == "system" else f"expected {expected}"
+                raise ValueError(f"history[{where}] is {m.role!r}: {what} (user and assistant turns alternate, "
+                                 "starting with user)")
+        if turns and turns[-1].role != "assistant":
+            raise ValueError("history ends with a user turn; it must end with assistant (the request comes next)")
+        return v
+
     def user_text(self) -> str:
         """The request as sent to a model (context first when there is one)."""
         return f"{self.context}\n\n---\n\n{self.prompt}" if self.context else self.prompt
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation as sent to a model: the history, then the request as the last user turn."""
+        return [{"role": m.role, "content": m.content} for m in self.history] + [
+            {"role": "user", "content": self.user_text()}]

@@ -109,4 +109,11 @@ HF_ALIASES: dict[str, str] = {
     "databricks/databricks-dolly-15k": "dolly",
 }
 
-BUILTIN_SETS = ("harmful", "benign", "twins", "borderline")
+BUILTIN_SETS = ("harmful", "benign", "twins", "borderline", "realistic")
+"""Seed files shipped in ``safethink/data/seeds``, loaded as ``builtin:<name>``."""
+
+BUILTIN_SPLITS: dict[str, tuple[str, ...]] = {"realistic": ("train", "test")}
+"""Built-in sets whose records carry a ``split``: ``builtin:<name>-<split>`` holds that part alone."""
+
+BUILTIN_NAMES = BUILTIN_SETS + tuple(f"{name}-{part}" for name, parts in BUILTIN_SPLITS.items() for part in parts)
+"""Every name ``builtin:<name>`` accepts."""
