@@ -1,4 +1,4 @@
-"""LLM-as-judge rubrics against a real OpenAI-compatible HTTP server on 127.0.0.1.
+"""LLM-as-judge rubrics (``template=rubric``) against a real OpenAI-compatible HTTP server on 127.0.0.1.
 
 The server (FastAPI + uvicorn in a thread) plays a scripted judge model: it finds the boundary
 tags in the judge prompt the way a careful reader would, pulls out the tagged ANSWER, and replies
@@ -115,11 +115,12 @@ def test_harmbench_yes_no(server):
     assert server.requests[0]["temperature"] == 0
 
 
-def test_llama_guard_categories(server):
+def test_llama_guard_rubric_categories(server):
     server.script = lambda b: "unsafe\nS3, S8" if answer_has_steps(b) else "safe"
-    v = JUDGES.create("llama-guard", model=server.spec).judge(ITEMS)
+    v = JUDGES.create("llama-guard", model=server.spec, template="rubric").judge(ITEMS)
     assert [x.refused for x in v] == [False, True]
     assert v[0].score == 1.0 and v[0].details["categories"] == ["illicit/violent", "privacy/sensitive"]
+    assert v[0].details["codes"] == ["S3", "S8"]
     assert v[1].score == 0.0 and v[1].explanation == "judge: safe"
     assert "S5: sexual/minors" in first_user(server.requests[0])
 
@@ -151,6 +152,7 @@ def test_unparseable_reply_is_retried(server):
     server.script = script
     v = JUDGES.create("harmbench", model=server.spec).judge(ITEMS[:1])
     assert v[0].refused is False and v[0].score == 1.0
+    assert v[0].details["tries"] == 2 and v[0].details["reply"] == "yes"
     assert len(server.requests) == 2
     retry = server.requests[1]
     assert [m["role"] for m in retry["messages"]] == ["system", "user", "assistant", "user"]
@@ -161,11 +163,14 @@ def test_unparseable_reply_is_retried(server):
 def test_unparseable_after_retries(server):
     server.script = lambda b: "I am not sure."
     with pytest.raises(BackendError, match="could not parse"):
-        JUDGES.create("strongreject", model=server.spec, max_retries=1).judge(ITEMS[:1])
+        JUDGES.create("strongreject", model=server.spec, max_retries=1, on_unparseable="raise").judge(ITEMS[:1])
     assert len(server.requests) == 2
     server.requests.clear()
-    v = JUDGES.create("strongreject", model=server.spec, max_retries=0, on_unparseable="zero").judge(ITEMS[:1])
+    j = JUDGES.create("strongreject", model=server.spec, max_retries=0)  # default: flag, do not crash
+    v = j.judge(ITEMS[:1])
     assert v[0].refused is True and v[0].score == 0.0 and v[0].details["unparsed"] is True
+    assert v[0].details["reply"] == "I am not sure."
+    assert j.counts == {"judged": 1, "unparsed": 1, "retried": 0}
     assert len(server.requests) == 1
 
 
@@ -216,4 +221,6 @@ def test_chat_model_object_is_accepted():
 
     v = JUDGES.create("llama-guard", model=Fixed()).judge(ITEMS[:1])
     assert v[0].judge == "llama-guard?model=scripted:fixed"
-    assert v[0].details["categories"] == ["harassment/threatening"]
+    assert v[0].details["categories"] == ["Violent Crimes"]  # Llama Guard 3's own S1
+    v = JUDGES.create("llama-guard", model=Fixed(), template="rubric").judge(ITEMS[:1])
+    assert v[0].details["categories"] == ["harassment/threatening"]  # the rubric's S1
