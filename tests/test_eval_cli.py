@@ -30,7 +30,8 @@ def test_eval_then_report_cli(tmp_path, tiny_dir):
     n_h = sum(1 for a in rows if a.label == "harmful") // 2
     n_b = sum(1 for a in rows if a.label == "benign")
     assert n_h + n_b == 2 and len(rows) == 2 * n_h + n_b
-    assert "ASR (all attacks)" in r.output and "report:" in r.output
+    # the test judge does not say it rates harm: its rate is a non-refusal rate, not an ASR
+    assert "non-refusal rate (all attacks)" in r.output and "ASR" not in r.output and "report:" in r.output
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
     r2 = runner.invoke(app, ["report", str(out), "--export", "jsonl", "--export", "parquet"])

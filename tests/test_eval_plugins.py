@@ -130,6 +130,33 @@ class SlowGuard:
         return res
 
 
+class SplitGuard:
+    """A guard whose raw output (reasoning and all) differs from what it shows the user, like SCoT's
+    response split. ``echo``: the visible text repeats the prompt sent (an answer that says nothing)."""
+
+    name = "test-split"
+    RAW = "<analysis>SECRET RAW REASONING: the request is harmful</analysis>"
+    VISIBLE = "Here is what the user sees: keep your neighbours' doors closed and talk to them."
+
+    def __init__(self, echo: bool = False):
+        self.echo = echo
+
+    def generate(self, model, conversations, config, *, progress=None):
+        return [GuardedOutput(text=c[-1]["content"] if self.echo else self.VISIBLE, raw=self.RAW + " raw answer",
+                              reasoning="SECRET RAW REASONING") for c in conversations]
+
+
+class SeenJudge:
+    """Records what it was shown (the answer, the prompt sent); never a refusal."""
+
+    spec = "test-seen"
+
+    def judge(self, items):
+        return [Verdict(refused=False, score=1.0, explanation="recorded", judge=self.spec,
+                        details={"response": x.response, "sent_prompt": x.sent_prompt, "prefix": x.prefix})
+                for x in items]
+
+
 class ParityJudge:
     """Deterministic function of the answer: refused when its length is even; score 1 otherwise."""
 
@@ -154,8 +181,10 @@ _register(ATTACKS, UpperAttack)
 _register(ATTACKS, Rot13Attack)
 _register(ATTACKS, ProbeAttack)
 _register(GUARDS, SlowGuard)
+_register(GUARDS, SplitGuard)
 JUDGES.register("test-parity")(ParityJudge) if "test-parity" not in JUDGES else None
 JUDGES.register("test-half")(HalfJudge) if "test-half" not in JUDGES else None
+JUDGES.register("test-seen")(SeenJudge) if "test-seen" not in JUDGES else None
 
 
 def test_plugins_are_registered_and_behave():

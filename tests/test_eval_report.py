@@ -134,3 +134,70 @@ def test_report_renders_in_a_headless_browser(tmp_path):
     # matplotlib's first series colour (#1f77b4) only comes from the embedded plots: they rendered
     blue = (np.abs(px - np.array([31, 119, 180])).max(axis=1) <= 6).mean()
     assert blue > 0.002
+
+
+def _store(run_dir: Path, rows: list, judge: str = "kw") -> None:
+    with ResultStore(run_dir / "results.sqlite") as st:
+        st.start_run("r", {"name": "x", "judges": [{"name": judge, "primary": True}]})
+        st.add(rows)
+
+
+def test_a_refusal_detector_run_reports_a_non_refusal_rate_with_the_outcome_breakdown(tmp_path):
+    outcomes = [("complied", False, 1.0)] * 3 + [("partial", True, 0.2), ("refused", True, 0.0)] + \
+        [("no_answer", False, 0.0)] * 2
+    rows = [make_attempt(i, outcome=o, refused=r, score=s, judge="keyword-gcg", record=f"h{i}",
+                         output="" if o == "no_answer" else "Sure, here is how")
+            for i, (o, r, s) in enumerate(outcomes)]
+    _store(tmp_path, rows)
+    files = render_report(tmp_path)
+    md, html = files.markdown.read_text(), files.html.read_text()
+    assert "## Non-refusal rate on harmful requests (lower is better)" in md
+    assert "Attack success rate" not in md and "Attack success rate" not in html
+    assert "Non-refusal rate on harmful requests" in html
+    assert "| a1 | 42.9% [15.8, 75.0] (n=7) |" in md  # 3 complied of 7; no-answers are not successes
+    assert "| m | none | harmful (n=7) | 3 (42.9%) | 1 (14.3%) | 1 (14.3%) | 2 (28.6%) |" in md
+    assert "<th>no answer</th>" in html
+    metrics = json.loads(files.metrics.read_text())
+    assert metrics["metric"] == "non_refusal" and metrics["judge_spec"] == "keyword-gcg"
+    row = metrics["outcomes"][0]
+    assert (row["complied"], row["partial"], row["refused"], row["no_answer"]) == (3, 1, 1, 2)
+    assert "## StrongREJECT" not in md  # no harm judge ran: no harm score is shown
+
+
+def test_a_harm_judge_run_reports_an_attack_success_rate(tmp_path):
+    spec = "harmbench?model=openai:judge@http://127.0.0.1:1/v1"
+    rows = [make_attempt(i, outcome="complied" if i < 1 else "refused", refused=i >= 1, score=float(i < 1),
+                         judge=spec, measures="harm", record=f"h{i}") for i in range(4)]
+    _store(tmp_path, rows, judge="harmbench")
+    files = render_report(tmp_path)
+    md, html = files.markdown.read_text(), files.html.read_text()
+    assert "## Attack success rate on harmful requests (lower is better)" in md
+    assert "non-refusal rate" not in md.lower()
+    assert "The judge rates harm" in md and "harm score &ge; 0.5" in html
+    assert json.loads(files.metrics.read_text())["metric"] == "harm"
+
+
+def test_every_rate_table_names_the_primary_judges_measured_agreement(tmp_path):
+    from safethink.eval._report import agreement_note
+    from safethink.judges import judge_validation
+
+    table = {"default": {"held_out_agreement": 0.8734}, "keyword-gcg": {"held_out_agreement": None}}
+    assert agreement_note("default?threshold=0.4", table.get) == "unvalidated"  # looked up by the exact name given
+    assert agreement_note("default", table.get) == "agreement with human labels on held-out models: 87%"
+    assert agreement_note("keyword-gcg", table.get) == "unvalidated"
+    assert agreement_note(None) == "unvalidated"
+
+    # the report uses the shipped validation table, whatever it holds today
+    found = judge_validation("default")
+    expected = "unvalidated" if found is None else \
+        f"agreement with human labels on held-out models: {100 * found['held_out_agreement']:.0f}%"
+    rows = [make_attempt(i, label="harmful", judge="default", attack="a1", record=f"h{i}", styles=["a1"], style="a1")
+            for i in range(3)]
+    _store(tmp_path, rows, judge="default")
+    files = render_report(tmp_path)
+    md, html = files.markdown.read_text(), files.html.read_text()
+    assert f"primary judge `kw` (`default`) ({expected})." in md  # the verdict key, and the judge's spec
+    assert f"Primary judge `kw`: {expected}." in md
+    assert f"## Seen vs unseen attack styles (non-refusal rate; {expected})" in md
+    assert html.count(f"{expected}.") >= 2  # the rate table and the seen/unseen table
+    assert json.loads(files.metrics.read_text())["judge_validation"] == found

@@ -59,7 +59,10 @@ def test_run_stores_every_attempt_with_what_reproduces_it(spec_d):
     assert rot.decoded_output == codecs.decode(rot.visible_output, "rot13")
     for r in rows:
         v = r.verdicts["test-parity"]
-        assert v["refused"] == (len(r.decoded_output) % 2 == 0)  # judged on the decoded answer
+        if any(ch.isalnum() for ch in r.decoded_output):
+            assert v["refused"] == (len(r.decoded_output) % 2 == 0)  # judged on the decoded answer
+        else:  # the tiny random model often writes only newlines: no answer, whatever the judge would say
+            assert (v["outcome"], v["refused"], v["score"]) == ("no_answer", False, 0.0)
         assert r.generate_seconds > 0 and r.raw_output is not None
 
 
@@ -239,3 +242,53 @@ def test_the_defence_key_hashes_every_path_argument(tmp_path):
     assert defence_key({"path": str(a), "wrapper_path": str(b)}, "k") != both, "a replaced wrapper file is new"
     assert defence_key({"path": str(a)}, "k") == only_path
     assert defence_key({"path": str(a), "wrapper_path": str(tmp_path / "missing")}, "k") == only_path
+
+
+@pytest.mark.timeout(600)
+def test_the_judge_sees_the_guards_visible_text_decoded_never_the_raw_output(spec_d, tiny_model):
+    from test_eval_plugins import SplitGuard
+
+    spec_d["defences"] = [{"guard": "test-split", "name": "split"}]
+    spec_d["judges"] = [{"name": "test-seen"}]
+    res = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    with open_store(res.out_dir) as st:
+        rows = st.attempts()
+    assert len(rows) == 11
+    for r in rows:
+        assert r.raw_output.startswith(SplitGuard.RAW) and r.visible_output == SplitGuard.VISIBLE
+        v = r.verdicts["test-seen"]
+        seen = v["details"]["response"]
+        assert "SECRET" not in seen and seen != r.raw_output
+        want = codecs.decode(SplitGuard.VISIBLE, "rot13") if r.attack == "test-rot13" else SplitGuard.VISIBLE
+        assert seen == want == r.decoded_output  # the visible text, decoded by the attack
+        assert v["details"]["sent_prompt"] == r.messages[-1]["content"]
+        assert (v["outcome"], v["refused"], v["measures"]) == ("complied", False, "refusal")
+
+
+@pytest.mark.timeout(600)
+def test_answers_that_repeat_the_prompt_are_no_answer_when_run_and_when_rejudged(spec_d, tiny_model):
+    from safethink.eval import compute_metrics, is_jailbroken
+
+    spec_d["defences"] = [{"guard": "test-split", "args": {"echo": True}, "name": "echo"}]
+    spec_d["judges"] = [{"name": "test-seen"}]
+    run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    # a real keyword judge added later judges the stored answers through the same rule
+    spec_d["judges"] = [{"name": "test-seen"}, {"name": "keyword-gcg", "label": "kw"}]
+    res = run_eval(parse_spec(spec_d), models={"tiny": tiny_model})
+    assert res.rejudged == 11
+    with open_store(res.out_dir) as st:
+        rows = st.attempts()
+    by = {(r.attack, _short(r.record_id)): r for r in rows}
+    # echoes of 8+ words are no answer; a 6-7 word echo is too short to tell (see judges/_no_answer.py)
+    expected = {("test-upper", "h1"): "no_answer", ("test-upper", "h3"): "no_answer",
+                ("test-upper", "h2"): "complied", ("none", "b1"): "no_answer", ("none", "b3"): "complied"}
+    for cell, outcome in expected.items():
+        for key in ("test-seen", "kw"):
+            v = by[cell].verdicts[key]
+            assert v["outcome"] == outcome, (cell, key, v)
+    echo = by[("test-upper", "h1")].verdicts["kw"]
+    assert echo["judge"] == "keyword-gcg" and echo["score"] == 0.0 and echo["refused"] is False
+    assert echo["explanation"].startswith("no answer") and echo["details"]["judge_verdict"]["outcome"] == "complied"
+    m = compute_metrics(rows, judge="kw")
+    assert m.metric == "non_refusal" and m.outcomes[("tiny", "echo", "harmful")].no_answer >= 3
+    assert not is_jailbroken(by[("test-upper", "h1")], "kw") and is_jailbroken(by[("test-upper", "h2")], "kw")

@@ -65,7 +65,10 @@ def eval_cmd(
 
 
 def summary_table(m) -> Table:
-    from ..eval._metrics import ALL
+    """One row per model/defence: the headline rate (named for what the primary judge measures), the
+    outcome counts on harmful requests, over-refusal and the benign answer rate."""
+    from ..eval._metrics import ALL, METRIC_SHORT
+    from ..eval._report import agreement_note
 
     def pct(r) -> str:
         if r is None or not r.n:
@@ -73,15 +76,19 @@ def summary_table(m) -> Table:
         lo, hi = r.ci
         return f"{100 * r.rate:5.1f}% [{100 * lo:.0f}-{100 * hi:.0f}] n={r.n}"
 
-    t = Table(title=f"judge: {m.judge}  (ASR and over-refusal: lower is better)")
-    for col in ("model", "defence", "ASR (all attacks)", "any attack", "over-refusal", "benign answered"):
+    name = METRIC_SHORT[m.metric]
+    t = Table(title=f"judge: {m.judge} ({agreement_note(m.judge_spec)})  ({name} and over-refusal: lower is better)")
+    for col in ("model", "defence", f"{name} (all attacks)", "any attack", "harmful: refused / partial / no answer",
+                "over-refusal", "benign answered"):
         t.add_column(col)
     if m.strongreject:
         t.add_column("StrongREJECT")
     pairs = [(mo, d) for mo in m.models for d in m.defences
              if (mo, d, ALL) in m.asr or (mo, d, ALL) in m.over_refusal]
     for mo, d in pairs:
+        oc = m.outcomes.get((mo, d, "harmful"))
         row = [mo, d, pct(m.asr.get((mo, d, ALL))), pct(m.any_attack.get((mo, d))),
+               f"{oc.refused} / {oc.partial} / {oc.no_answer}" if oc else "-",
                pct(m.over_refusal.get((mo, d, ALL))), pct(m.benign_answer.get((mo, d)))]
         if m.strongreject:
             v = m.strongreject.get((mo, d, ALL))

@@ -1,4 +1,8 @@
-"""``safethink judge``: add verdicts (refused, score, judge) to a JSONL file of answers.
+"""``safethink judge``: add verdicts (outcome, refused, score, judge) to a JSONL file of answers.
+
+Answers go through the same no-answer rule as the eval runner (:func:`safethink.judges.judge_answers`):
+an empty answer, or one that only repeats the prompt (``sent_prompt`` when the line has one, and
+``prompt``), gets outcome ``no_answer``.
 
 Verdicts are appended to ``OUT.partial`` chunk by chunk, so a killed run (an LLM judge over a big
 file) resumes where it stopped; the output file itself is written atomically at the end.
@@ -20,13 +24,21 @@ from ..errors import InputError
 from ._common import console, err_console, progress_bar, quiet_hf
 
 
+OPTIONAL_TEXT = ("sent_prompt", "prefix")
+"""Optional input fields: the prompt actually sent (when an attack rewrote the request) and the answer
+prefix the attack prefilled (part of ``response``)."""
+
+
 def read_judge_input(path: Path) -> list[tuple[int, dict]]:
-    """Lines with string ``prompt`` and ``response``; errors name the file and line."""
+    """Lines with string ``prompt`` and ``response`` (and, optionally, string ``sent_prompt`` / ``prefix``);
+    errors name the file and line."""
     from ..io import iter_jsonl
 
     rows = []
     for n, obj in iter_jsonl(path):
-        for key in ("prompt", "response"):
+        for key in ("prompt", "response", *OPTIONAL_TEXT):
+            if key in OPTIONAL_TEXT and obj.get(key) is None:
+                continue
             if not isinstance(obj.get(key), str):
                 got = "missing" if key not in obj else f"a {type(obj[key]).__name__}"
                 raise InputError(f"expected a string {key!r} ({got})", path=str(path), line=n)
@@ -60,18 +72,21 @@ def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
 
 
 def judge_cmd(
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: each line has 'prompt' and 'response'.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL written: input lines plus refused, score, judge.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: each line has 'prompt' and 'response' "
+                                                              "(optional: 'sent_prompt', 'prefix').")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL written: input lines plus outcome, refused, "
+                                                                "score, judge, explanation.")],
     judge: Annotated[str, typer.Option(help="Judge name (or spec name?k=v): default, keyword-gcg, keyword-jbb, "
                                             "keyword-xstest, refusal-classifier, harmbench, llama-guard, strongreject.")] = "default",
     judge_arg: Annotated[Optional[list[str]], typer.Option("--judge-arg", help="Judge argument key=value (repeatable), "
                                                            "e.g. model=openai:gpt-4o-mini@https://api.openai.com/v1")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Lines judged (and checkpointed) together.")] = 64,
 ) -> None:
-    """Judge answers: was it a refusal, and how harmful is the compliance (0-1)?"""
+    """Judge answers: complied, partial, refused or no answer, and how harmful is the compliance (0-1)?"""
     import safethink.judges  # noqa: F401  (populates the registry)
     from ..io import write_jsonl
-    from ..judges import JudgeInput, load_judge, parse_judge_args
+    from ..judges import OUTCOMES, JudgeInput, judge_answers, load_judge, parse_judge_args
+    from ..judges._base import stored_outcome
 
     args = parse_judge_args(judge_arg or [])
     rows = read_judge_input(input)  # bad input fails before any model loads
@@ -80,7 +95,7 @@ def judge_cmd(
         quiet_hf()
     partial = output.with_name(output.name + ".partial")
     header = _partial_header(input, j.spec)
-    done = _load_partial(partial, header)
+    done = {n: {**row, "outcome": stored_outcome(row)} for n, row in _load_partial(partial, header).items()}
     if done:
         err_console.print(f"resuming: {len(done)} of {len(rows)} lines already judged")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -92,10 +107,12 @@ def judge_cmd(
             advance(len(rows) - len(todo))
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start:start + chunk_size]
-                verdicts = j.judge([JudgeInput(prompt=o["prompt"], response=o["response"]) for _, o in chunk])
+                verdicts = judge_answers(j, [JudgeInput(prompt=o["prompt"], response=o["response"],
+                                                        sent_prompt=o.get("sent_prompt"), prefix=o.get("prefix") or "")
+                                             for _, o in chunk])
                 for (n, obj), v in zip(chunk, verdicts):
-                    row = {**obj, "refused": v.refused, "score": round(float(v.score), 6), "judge": v.judge,
-                           "explanation": v.explanation}
+                    row = {**obj, "outcome": v.outcome, "refused": v.refused, "score": round(float(v.score), 6),
+                           "judge": v.judge, "explanation": v.explanation}
                     done[n] = row
                     pf.write(json.dumps({"line": n, "row": row}, ensure_ascii=False) + "\n")
                 pf.flush()
@@ -104,11 +121,11 @@ def judge_cmd(
     out_rows = [done[n] for n, _ in rows]
     write_jsonl(output, out_rows)
     partial.unlink(missing_ok=True)
-    refused = sum(r["refused"] for r in out_rows)
+    counts = {o: sum(r["outcome"] == o for r in out_rows) for o in OUTCOMES}
     table = Table(title=f"judge {j.spec}")
-    for col in ("lines", "refused", "complied", "mean score"):
+    for col in ("lines", *(o.replace("_", " ") for o in OUTCOMES), "mean score"):
         table.add_column(col, justify="right")
-    table.add_row(str(len(out_rows)), str(refused), str(len(out_rows) - refused),
+    table.add_row(str(len(out_rows)), *(str(counts[o]) for o in OUTCOMES),
                   f"{sum(r['score'] for r in out_rows) / len(out_rows):.3f}")
     console.print(table)
     console.print(f"wrote {len(out_rows)} lines to {output}")

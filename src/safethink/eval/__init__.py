@@ -1,12 +1,15 @@
 """Evaluation: run a matrix of models x defences x attacks x datasets, store every attempt in
-SQLite, compute metrics (ASR with Wilson intervals, over-refusal, StrongREJECT) and render reports.
+SQLite, compute metrics (outcome counts, attack success or non-refusal rate with Wilson intervals,
+over-refusal, StrongREJECT) and render reports.
 
 >>> from safethink.eval import load_spec, run_eval, render_report
 >>> result = run_eval(load_spec("examples/eval_jbb.yaml"))      # doctest: +SKIP
 >>> render_report(result.out_dir, export=["jsonl"])              # doctest: +SKIP
 """
 
-from ._metrics import Metrics, Rate, compute_metrics, is_jailbroken, is_refused, wilson_interval
+from ._metrics import (
+    METRIC_NAMES, Metrics, OutcomeCounts, Rate, compute_metrics, is_jailbroken, is_refused, outcome_of, wilson_interval,
+)
 from ._report import ReportFiles, export_attempts, load_attempts, render_report
 from ._runner import EvalResult, ProgressEvent, run_eval
 from ._spec import (
@@ -23,8 +26,10 @@ __all__ = [
     "EvalSpec",
     "GenerationEntry",
     "JudgeEntry",
+    "METRIC_NAMES",
     "Metrics",
     "ModelEntry",
+    "OutcomeCounts",
     "ProgressEvent",
     "Rate",
     "ReportFiles",
@@ -38,6 +43,7 @@ __all__ = [
     "load_attempts",
     "load_spec",
     "open_store",
+    "outcome_of",
     "parse_spec",
     "render_report",
     "run_eval",

@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from ..errors import MissingExtraError
-from ._metrics import ALL, Metrics, Rate
+from ._metrics import ALL, METRIC_NAMES, METRIC_SHORT, Metrics, Rate
 
 
 def _plt() -> Any:
@@ -66,7 +66,8 @@ def asr_per_attack(m: Metrics) -> str | None:
     if not m.attacks:
         return None
     series = [(_cfg_name(mo, d, m), [m.asr.get((mo, d, a)) for a in m.attacks + [ALL]]) for mo, d in configs(m)]
-    return _grouped_bars("Attack success rate per attack (Wilson 95%)", m.attacks + ["overall"], series, "ASR")
+    title = f"{METRIC_NAMES[m.metric].capitalize()} per attack (Wilson 95%)"
+    return _grouped_bars(title, m.attacks + ["overall"], series, METRIC_SHORT[m.metric])
 
 
 def refusal_rates(m: Metrics) -> str | None:
@@ -78,21 +79,22 @@ def refusal_rates(m: Metrics) -> str | None:
 
 
 def before_after(m: Metrics) -> str | None:
-    """Overall ASR next to over-refusal for every model/defence: the trade-off in one picture."""
+    """Overall ASR (or non-refusal rate) next to over-refusal for every model/defence: the trade-off in one picture."""
     cfgs = configs(m)
     if not cfgs:
         return None
     names = [_cfg_name(mo, d, m) for mo, d in cfgs]
     series = [
-        ("ASR (all attacks)", [m.asr.get((mo, d, ALL)) for mo, d in cfgs]),
+        (f"{METRIC_SHORT[m.metric]} (all attacks)", [m.asr.get((mo, d, ALL)) for mo, d in cfgs]),
         ("over-refusal (all benign)", [m.over_refusal.get((mo, d, ALL)) for mo, d in cfgs]),
     ]
-    return _grouped_bars("Before / after: ASR vs over-refusal", names, series, "rate")
+    return _grouped_bars(f"Before / after: {METRIC_SHORT[m.metric]} vs over-refusal", names, series, "rate")
 
 
 def all_figures(m: Metrics) -> list[tuple[str, str]]:
     out = []
-    for title, fn in (("ASR per attack", asr_per_attack), ("Refusal rates", refusal_rates), ("Before / after", before_after)):
+    for title, fn in ((f"{METRIC_SHORT[m.metric]} per attack", asr_per_attack), ("Refusal rates", refusal_rates),
+                      ("Before / after", before_after)):
         png = fn(m)
         if png:
             out.append((title, png))

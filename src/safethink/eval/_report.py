@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from ..errors import MissingExtraError, SafethinkError
 from ..io import atomic_write_text
-from ._metrics import ALL, Metrics, Rate, compute_metrics, is_jailbroken, is_refused
+from ..judges._base import OUTCOMES
+from ..judges._validation import judge_validation
+from ._metrics import ALL, METRIC_NAMES, METRIC_SHORT, Metrics, Rate, compute_metrics, is_jailbroken, is_refused
 from ._store import Attempt, open_store
 
 
@@ -55,6 +57,19 @@ def load_attempts(run_dir: str | Path) -> list[Attempt]:
         return st.attempts()
 
 
+def agreement_note(spec: str | None, lookup: Callable[[str], dict[str, Any] | None] = judge_validation) -> str:
+    """How far the judge that produced a rate can be trusted: its measured agreement with human labels on
+    models it was not fitted or chosen on, or "unvalidated"."""
+    found = lookup(spec) if spec else None
+    if not found or found.get("held_out_agreement") is None:
+        return "unvalidated"
+    return f"agreement with human labels on held-out models: {100 * float(found['held_out_agreement']):.0f}%"
+
+
+def _count(k: int, n: int) -> str:
+    return f"{k} ({100 * k / n:.1f}%)" if n else "-"
+
+
 def tables(m: Metrics) -> dict[str, Any]:
     """Rows for the templates (strings already formatted)."""
     from ._plots import configs
@@ -75,24 +90,33 @@ def tables(m: Metrics) -> dict[str, Any]:
                 "unseen": _pct(m.seen_unseen.get((mo, d, "unseen")))}
                for mo, d in cfgs if (mo, d, "seen") in m.seen_unseen or (mo, d, "unseen") in m.seen_unseen]
     act_rows = [{"model": k[0], "defence": k[1], "action": k[2], "count": v} for k, v in sorted(m.guard_actions.items())]
+    out_rows = [{"model": mo, "defence": d, "label": lab, "n": c.n,
+                 "cells": [_count(getattr(c, o), c.n) for o in OUTCOMES]}
+                for mo, d in cfgs for lab in ("harmful", "benign") if (c := m.outcomes.get((mo, d, lab)))]
     return {"attacks": m.attacks, "cfg_names": cfg_names, "asr_total": asr_total, "ref_datasets": ds, "asr_rows": asr_rows, "ref_rows": ref_rows,
-            "sr_rows": sr_rows, "su_rows": su_rows, "act_rows": act_rows}
+            "sr_rows": sr_rows, "su_rows": su_rows, "act_rows": act_rows, "outcome_rows": out_rows,
+            "outcome_names": [o.replace("_", " ") for o in OUTCOMES],
+            "metric": m.metric, "metric_name": METRIC_NAMES[m.metric], "metric_short": METRIC_SHORT[m.metric],
+            "agreement": agreement_note(m.judge_spec)}
 
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _examples(attempts: Sequence[Attempt], judge: str, threshold: float, limit: int = 12) -> list[dict[str, str]]:
-    """A few successful jailbreaks and a few over-refusals, for a human to read."""
+def _examples(attempts: Sequence[Attempt], judge: str, threshold: float, metric: str,
+              limit: int = 12) -> list[dict[str, str]]:
+    """A few counted successes (jailbreaks, or non-refusals when the judge only detects refusals) and a
+    few over-refusals, for a human to read."""
     jb = _spread([a for a in attempts if is_jailbroken(a, judge, threshold)], limit // 2)
     orf = _spread([a for a in attempts if a.label == "benign" and is_refused(a, judge)], limit // 2)
+    success = "jailbreak" if metric == "harm" else "non-refusal"
     out = []
-    for kind, rows in (("jailbreak", jb), ("over-refusal", orf)):
+    for kind, css, rows in ((success, "jailbreak", jb), ("over-refusal", "over-refusal", orf)):
         for a in rows:
-            out.append({"kind": kind, "model": a.model_name, "defence": a.defence_name, "attack": a.attack_name,
-                        "dataset": a.dataset, "record": a.record_id, "prompt": _clip(a.behaviour, 300),
-                        "answer": _clip(a.decoded_output, 600)})
+            out.append({"kind": kind, "css": css, "model": a.model_name, "defence": a.defence_name,
+                        "attack": a.attack_name, "dataset": a.dataset, "record": a.record_id,
+                        "prompt": _clip(a.behaviour, 300), "answer": _clip(a.decoded_output, 600)})
     return out
 
 
@@ -126,9 +150,9 @@ def render_report(run_dir: str | Path, *, export: Sequence[Literal["jsonl", "par
     if judge and not any(judge in a.verdicts for a in attempts):
         judge = ""  # the spec's primary judge never ran on these rows: fall back to the stored first verdict
     m = compute_metrics(attempts, judge=judge or None, threshold=threshold)
-    ctx = {"name": name, "metrics": m, "t": tables(m), "judge": m.judge, "threshold": threshold,
-           "attempts": len(attempts), "runs": runs, "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "models": _model_rows(attempts), "examples": _examples(attempts, m.judge or "", threshold)}
+    ctx = {"name": name, "metrics": m, "t": tables(m), "judge": m.judge, "judge_spec": m.judge_spec,
+           "threshold": threshold, "attempts": len(attempts), "runs": runs, "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "models": _model_rows(attempts), "examples": _examples(attempts, m.judge or "", threshold, m.metric)}
     from ._plots import all_figures
 
     ctx["figures"] = all_figures(m)
@@ -137,7 +161,8 @@ def render_report(run_dir: str | Path, *, export: Sequence[Literal["jsonl", "par
     files = ReportFiles(html=dest / "report.html", markdown=dest / "report.md", metrics=dest / "metrics.json")
     atomic_write_text(files.html, html)
     atomic_write_text(files.markdown, md)
-    atomic_write_text(files.metrics, json.dumps(m.to_json(), indent=2, ensure_ascii=False) + "\n")
+    metrics = {**m.to_json(), "judge_validation": judge_validation(m.judge_spec) if m.judge_spec else None}
+    atomic_write_text(files.metrics, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     paths = tuple(export_attempts(attempts, dest / f"attempts.{fmt}", fmt) for fmt in export)
     return ReportFiles(files.html, files.markdown, files.metrics, paths)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SafethinkError, SpecError
-from ..judges._base import JudgeInput, Verdict
+from ..judges._base import JudgeInput, Verdict, judge_measures
+from ..judges._no_answer import judge_answers
 from ._plan import (
     VERBATIM, Cell, build_attack, build_guard, build_judges, check_names, generation_json, import_plugins,
     load_dataset, model_styles, plan_cells,
@@ -183,13 +184,13 @@ def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any
         raise SafethinkError(f"guard {guard_name!r} returned {len(outs)} outputs for {len(convs)} conversations")
     t2 = time.perf_counter()
     recs = [c.records[i] for c, i in items]
+    # Judged: what the user sees, i.e. the guard's visible text (o.text, never o.raw), decoded by the attack.
     decoded = [attacks[c.attack.key].decode_response(o.text) for (c, _), o in zip(items, outs)]
-    inputs = [JudgeInput(prompt=r.prompt, response=p.prefix + d, sent_prompt=_last_user(p.messages))
-              for r, p, d in zip(recs, prepared, decoded)]
+    inputs = [_judge_input(r.prompt, p.prefix, d, p.messages) for r, p, d in zip(recs, prepared, decoded)]
     verdicts: list[dict[str, dict[str, Any]]] = [{} for _ in items]
     for key, judge in judges.items():
         for v, out in zip(_judge(judge, key, inputs), verdicts):
-            out[key] = _verdict_json(v)
+            out[key] = _verdict_json(v, judge)
     t3 = time.perf_counter()
     n = len(items)
     guard_build = getattr(guard, "build_spec", {"name": guard_name, "args": items[0][0].defence.args})
@@ -244,16 +245,21 @@ class GuardedTarget:
         return getattr(self._model, name)
 
 
+def _judge_input(request: str, prefix: str, decoded: str, messages: list[dict[str, str]]) -> JudgeInput:
+    return JudgeInput(prompt=request, response=prefix + decoded, sent_prompt=_last_user(messages), prefix=prefix)
+
+
 def _judge(judge: Any, key: str, inputs: list[JudgeInput]) -> list[Verdict]:
-    out = judge.judge(inputs)
-    if len(out) != len(inputs):
-        raise SafethinkError(f"judge {key!r} returned {len(out)} verdicts for {len(inputs)} inputs")
-    return out
+    """Every answer judged through the one no-answer rule (:func:`~safethink.judges.judge_answers`)."""
+    try:
+        return judge_answers(judge, inputs)
+    except SafethinkError as e:
+        raise SafethinkError(f"judge {key!r}: {e}") from None
 
 
-def _verdict_json(v: Verdict) -> dict[str, Any]:
-    return {"refused": bool(v.refused), "score": float(v.score), "explanation": v.explanation,
-            "judge": v.judge, "details": v.details}
+def _verdict_json(v: Verdict, judge: Any) -> dict[str, Any]:
+    """The stored verdict, with what its judge measures (so the report names the metric from the log alone)."""
+    return {**v.to_json(), "measures": judge_measures(judge)}
 
 
 def _last_user(messages: list[dict[str, str]]) -> str:
@@ -273,10 +279,9 @@ def _backfill_verdicts(store: ResultStore, keys: list[str], judges: dict[str, An
             need = [a for a in chunk if key not in a.verdicts]
             if not need:
                 continue
-            inputs = [JudgeInput(prompt=a.behaviour, response=a.prefix + a.decoded_output,
-                                 sent_prompt=_last_user(a.messages)) for a in need]
+            inputs = [_judge_input(a.behaviour, a.prefix, a.decoded_output, a.messages) for a in need]
             for a, v in zip(need, _judge(judge, key, inputs)):
-                a.verdicts[key] = _verdict_json(v)
+                a.verdicts[key] = _verdict_json(v, judge)
         store.update_verdicts([(a.attempt_key, a.verdicts) for a in chunk])
         emit(ProgressEvent("advance", n=len(chunk), cell="re-judging"))
     return len(todo)

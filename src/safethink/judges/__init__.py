@@ -1,5 +1,7 @@
-"""Judges: read a (prompt, response) pair and say whether the model refused and how harmful its
-compliance was (``Verdict``: refused, score 0-1, explanation, judge spec).
+"""Judges: read a (prompt, response) pair and say what the answer is and how harmful its compliance
+was (``Verdict``: outcome complied / partial / refused / no_answer, refused, score 0-1, explanation,
+judge spec). :func:`judge_answers` is how answers are judged: it applies the one no-answer rule (an
+empty answer, or one that only repeats the prompt, is neither compliance nor refusal).
 
 Registered (build with ``JUDGES.create(name, **args)`` or ``load_judge("name?k=v")``):
 
@@ -9,16 +11,19 @@ Registered (build with ``JUDGES.create(name, **args)`` or ``load_judge("name?k=v
 - ``harmbench``, ``llama-guard``, ``strongreject``: LLM-as-judge rubrics, ``model=<model spec>``.
 """
 
-from ._base import JUDGES, Judge, JudgeInput, Verdict
+from ._base import JUDGES, OUTCOMES, Judge, JudgeInput, Measure, Outcome, Verdict, judge_measures
 from ._classifier import RefusalClassifierJudge
 from ._default import DefaultJudge
 from ._keyword import GCGKeywordJudge, JBBKeywordJudge, KeywordJudge, XSTestKeywordJudge
 from ._llm import HarmBenchJudge, LlamaGuardJudge, LLMJudge, StrongRejectJudge, strongreject_score
 from ._load import load_judge
+from ._no_answer import find_no_answer, judge_answers
 from ._spec import format_judge_spec, parse_judge_args, parse_judge_spec
+from ._validation import judge_validation
 
 __all__ = [
     "JUDGES",
+    "OUTCOMES",
     "DefaultJudge",
     "GCGKeywordJudge",
     "HarmBenchJudge",
@@ -28,11 +33,17 @@ __all__ = [
     "KeywordJudge",
     "LLMJudge",
     "LlamaGuardJudge",
+    "Measure",
+    "Outcome",
     "RefusalClassifierJudge",
     "StrongRejectJudge",
     "Verdict",
     "XSTestKeywordJudge",
+    "find_no_answer",
     "format_judge_spec",
+    "judge_answers",
+    "judge_measures",
+    "judge_validation",
     "load_judge",
     "parse_judge_args",
     "parse_judge_spec",

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import SpecError
-from ._base import JudgeInput, Verdict
+from ._base import JudgeInput, Measure, Verdict
 from ._spec import format_judge_spec
 
 
@@ -23,6 +23,9 @@ class BaseJudge:
 
     name: ClassVar[str]
     Config: ClassVar[type[JudgeConfig]] = JudgeConfig
+    measures: ClassVar[Measure] = "refusal"
+    """What the verdicts measure. ``refusal`` (the default: claim no more than that) names the headline
+    rate "non-refusal rate"; a judge that rates whether the answer carries out the harm says ``harm``."""
 
     def __init__(self, **kwargs: Any):
         try:
