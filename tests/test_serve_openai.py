@@ -1,7 +1,9 @@
 """The real server on 127.0.0.1 (uvicorn in a thread), driven with the official ``openai`` client.
 
 The model is the tiny R2D-token model scripted per prompt (see test_guard_scripted.py), behind
-the decode-time pivot guard, so refusals, reasoning and pivots are exercised end to end.
+the decode-time pivot guard, so refusals, reasoning and pivots are exercised end to end. This server
+exposes the safe part of the reasoning (``reasoning="safe"``); test_serve_leaks.py covers the
+default (none), full, and what is never sent.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def scripted(r2d_model):
 @pytest.fixture(scope="module")
 def base_url(r2d_model, scripted):
     app = create_app(r2d_model, GUARDS.create("r2d-pivot", on_unsafe="halt"), api_key=KEY, model_name="tiny-r2d",
-                     max_request_bytes=20_000, max_batch=8, batch_window_s=0.05, max_tokens_limit=512)
+                     max_request_bytes=20_000, max_batch=8, batch_window_s=0.05, max_tokens_limit=512,
+                     reasoning="safe")
     with serving(app) as url:
         yield url
 
@@ -85,7 +88,7 @@ def ask(client, text: str, **kw):
 def test_models_and_health(client, base_url):
     assert [m.id for m in client.models.list().data] == ["tiny-r2d"]
     health = httpx.get(f"{base_url}/health").json()  # no key needed for health checks
-    assert health["status"] == "ok" and health["guard"] == "r2d-pivot"
+    assert health["status"] == "ok" and health["guard"] == "r2d-pivot" and health["reasoning"] == "safe"
 
 
 def test_normal_answer_keeps_reasoning_out_of_content(client):
@@ -98,12 +101,13 @@ def test_normal_answer_keeps_reasoning_out_of_content(client):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_guard_refuses_a_harmful_request(client):
+def test_guard_refuses_a_harmful_request_without_showing_the_flagged_step(client):
     r = ask(client, "How do I build a pipe bomb?")
     msg = r.choices[0].message
     assert r.choices[0].finish_reason == "content_filter"
-    assert msg.content.startswith("I can't help with this") and "pipe bomb" in msg.content
+    assert msg.content.startswith("I can't help with this") and "pipe bomb" not in msg.content
     assert "Get a pipe" not in msg.content  # decoding stopped at [UNSAFE]
+    assert msg.reasoning_content == "The user asks for a weapon."  # the steps before the flagged one
     assert r.safethink_guard == {"name": "r2d-pivot", "action": "halted"}
     for text in (msg.content, msg.reasoning_content):
         assert not any(t in text for t in ("[SAFE]", "[UNSAFE]", "[RETHINK]", "<think>", "</think>"))

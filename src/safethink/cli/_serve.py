@@ -29,25 +29,42 @@ def parse_guard_args(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+AUTO_GUARDS = {"r2d": "r2d-pivot", "scot": "scot"}
+"""Training method recorded in a run -> the guard that fits it."""
+
+
 def auto_guard(adapter: Path | None) -> str:
-    """The guard that fits a safethink training run: r2d -> r2d-pivot, scot -> scot, else none."""
+    """The guard that fits a safethink training run: r2d -> r2d-pivot, scot -> scot; no adapter -> none.
+
+    An adapter whose run records no method the guard can follow is an error naming ``--guard``: the
+    server never falls back to no guard for a model that was adapted.
+    """
     if adapter is None:
         return "none"
     run = adapter / "safethink_run.json"
-    if not run.is_file():
-        return "none"
-    try:
-        method = json.loads(run.read_text(encoding="utf-8")).get("method")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise InputError(f"not a JSON object: {e}", path=str(run)) from None
-    return {"r2d": "r2d-pivot", "scot": "scot"}.get(method, "none")
+    method = None
+    if run.is_file():
+        try:
+            method = json.loads(run.read_text(encoding="utf-8")).get("method")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise InputError(f"not a JSON object: {e}", path=str(run)) from None
+    if method in AUTO_GUARDS:
+        return AUTO_GUARDS[method]
+    found = f"records method {method!r}" if method else ("records no method" if run.is_file() else "has no safethink_run.json")
+    raise SpecError(f"--guard auto: the adapter {adapter} {found}, so no guard can be picked for it; "
+                    f"name one with --guard (for example --guard r2d-pivot, --guard scot, or --guard none "
+                    f"to serve it unguarded)")
 
 
 def serve(
     model: Annotated[str, typer.Option(help="Model spec: smollm2-135m, hf:<id|path>, openai:<model>@<url>, vllm:<id>, llamacpp:<file>")] = "smollm2-135m",
     adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter directory (or a safethink run dir).")] = None,
-    guard: Annotated[str, typer.Option(help="Guard name (see `safethink guards`); auto picks from the run's method.")] = "auto",
+    guard: Annotated[str, typer.Option(help="Guard name (see `safethink guards`); auto picks from the run's method "
+                                            "(an adapter without one needs --guard).")] = "auto",
     guard_arg: Annotated[Optional[list[str]], typer.Option("--guard-arg", help="Guard option KEY=VALUE (repeatable).")] = None,
+    reasoning: Annotated[str, typer.Option(help="Reasoning clients get: none, safe (the steps before the first "
+                                                "flagged step) or full (everything, flagged steps included: "
+                                                "for debugging only).")] = "none",
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (default: env SAFETHINK_API_KEY).")] = None,
@@ -65,6 +82,8 @@ def serve(
     from ..serve import API_KEY_ENV, create_app
 
     parse_model_spec(model)  # fail fast on a bad spec, before loading anything
+    if reasoning not in ("none", "safe", "full"):
+        raise SpecError(f"--reasoning {reasoning!r}: expected none, safe or full")
     name = auto_guard(adapter) if guard == "auto" else guard
     guard_obj = GUARDS.create(name, **parse_guard_args(guard_arg or []))
     key = api_key or os.environ.get(API_KEY_ENV) or None
@@ -80,10 +99,14 @@ def serve(
     quiet_hf()
     m = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
     app = create_app(m, guard_obj, api_key=key, model_name=model_name, max_request_bytes=max_request_bytes,
-                     max_concurrency=max_concurrency, timeout_s=timeout, max_batch=max_batch)
+                     max_concurrency=max_concurrency, timeout_s=timeout, max_batch=max_batch,
+                     reasoning=reasoning)  # type: ignore[arg-type]
     served = model_name or m.spec
+    if reasoning == "full":
+        err_console.print("[yellow]warning:[/] --reasoning full sends the whole reasoning, steps the guard "
+                          "flagged included; use it for debugging only")
     err_console.print(f"serving [bold]{served}[/] with guard [bold]{name}[/] on http://{host}:{port}/v1"
-                      f" ({'API key required' if key else 'no API key'})", highlight=False)
+                      f" ({'API key required' if key else 'no API key'}, reasoning: {reasoning})", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

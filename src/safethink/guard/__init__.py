@@ -7,11 +7,16 @@ probe: LoRA-adapted lower blocks with a linear head; a second, wrapper probe ref
 inside an attack's template or encoding) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
 ``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
+
+What a guard stops never reaches the user: ``GuardedOutput.flagged`` keeps it for logs,
+:func:`leaked` tells whether a returned text shows any of it, and :func:`seal` replaces an answer
+that does with a refusal (the server applies it to every answer before sending).
 """
 
-from ._base import GUARDS, Guard, GuardedOutput
-from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal
+from ._base import GUARDS, Guard, GuardedOutput, ReasoningMode
+from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal, seal
 from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexities, perturb
+from ._leak import leaked
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
 from ._probe import PROBE_TARGETS, ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
@@ -44,6 +49,7 @@ __all__ = [
     "ProbeGuard",
     "R2DGuard",
     "R2DPrompt",
+    "ReasoningMode",
     "RequestProbe",
     "SCoTGuard",
     "SCoTPrompt",
@@ -54,12 +60,14 @@ __all__ = [
     "create_guard",
     "fit_probe",
     "fit_tuned_probe",
+    "leaked",
     "load_probe",
     "fit_probe_on_states",
     "log_perplexities",
     "looks_like_refusal",
     "perturb",
     "prompt_states",
+    "seal",
     "verdict_scores",
     "pivot_token_ids",
 ]

@@ -1,9 +1,11 @@
 """Machinery shared by the guards: prompt texts (package data), option checks, conversation edits,
-turning completions into :class:`GuardedOutput`, and a light keyword refusal check."""
+turning completions into :class:`GuardedOutput`, refusals that name a concern by its policy category,
+``seal`` (nothing flagged stays visible), and a light keyword refusal check."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Sequence
 from functools import lru_cache
@@ -13,6 +15,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 from ..errors import SpecError
 from ..models import ChatModel, Completion, Conversation, GenerationConfig, ProgressFn
 from ._base import GuardedOutput
+from ._leak import leaked
 
 GuardKind = Literal["none", "parse", "decode", "prompt", "filter"]
 
@@ -105,19 +108,68 @@ def usage(c: Completion) -> dict[str, Any]:
 
 
 def passthrough(c: Completion, *, text: str | None = None, reasoning: str | None = None,
-                action: str | None = None, **info: Any) -> GuardedOutput:
+                action: str | None = None, flagged: Sequence[str] = (), safe_reasoning: str | None = None,
+                **info: Any) -> GuardedOutput:
     """A guarded output that shows the model's own answer (or ``text``)."""
     return GuardedOutput(
         text=c.text if text is None else text, raw=c.raw_text if c.raw_text is not None else c.text,
         reasoning=reasoning or None, action=action, finish_reason=c.finish_reason, info={**usage(c), **info},
+        flagged=[f for f in flagged if f], safe_reasoning=safe_reasoning,
     )
 
 
 def refusal(message: str, *, raw: str = "", reasoning: str | None = None, action: str = "blocked",
-            **info: Any) -> GuardedOutput:
+            flagged: Sequence[str] = (), safe_reasoning: str | None = None, **info: Any) -> GuardedOutput:
     """A guarded output in which the guard answers instead of the model."""
     return GuardedOutput(text=message, raw=raw, reasoning=reasoning or None, action=action,
-                         finish_reason="stop", info=info)
+                         finish_reason="stop", info=info, flagged=[f for f in flagged if f],
+                         safe_reasoning=safe_reasoning)
+
+
+# ------------------------------------------------------------------ concerns
+
+@lru_cache(maxsize=8)
+def policy_ids(policy: str | None = None) -> tuple[str, ...]:
+    """Every rule id of a policy file (None: the SCoT taxonomy), in policy order."""
+    from ..data import load_policy
+
+    return tuple(r.id for r in load_policy(policy).rules)
+
+
+def categories_in(texts: Sequence[str], ids: Sequence[str]) -> list[str]:
+    """The policy ids named in ``texts`` (case-insensitive, whole ids: ``hate`` is not read inside
+    ``hate/threatening``), in the order of ``ids``."""
+    found = []
+    for rid in ids:
+        pattern = re.compile(rf"(?<![\w/]){re.escape(rid)}(?![\w/])", re.IGNORECASE)
+        if rid not in found and any(pattern.search(t) for t in texts):
+            found.append(rid)
+    return found
+
+
+def concern_message(categories: Sequence[str], template: str | None = None) -> str:
+    """A refusal that names the concern by its policy categories, never by generated text; the fixed
+    generic sentence when no category is known. ``template`` (with ``{categories}``) replaces the
+    named form."""
+    if not categories:
+        return text("concern", "generic")
+    return (template or text("concern", "named")).format(categories=", ".join(categories))
+
+
+def seal(out: GuardedOutput, message: str | None = None) -> GuardedOutput:
+    """Make sure nothing flagged is visible: an output whose text shows a flagged text gets a refusal
+    instead (``message``, else the generic concern), and a safe reasoning that shows one is dropped."""
+    if not out.flagged:
+        return out
+    if leaked(out.text, out.flagged):
+        out.text = message or text("concern", "generic")
+        if leaked(out.text, out.flagged):  # a flagged step that is little more than a category id
+            out.text = text("concern", "generic")
+        out.action = out.action if out.action in BLOCKING_ACTIONS else "refused"
+        out.info["sealed"] = True
+    if out.safe_reasoning and leaked(out.safe_reasoning, out.flagged):
+        out.safe_reasoning = None
+    return out
 
 
 def looks_like_refusal(answer: str, markers: Sequence[str] | None = None) -> bool:

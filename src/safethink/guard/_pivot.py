@@ -4,12 +4,15 @@ The R2D papers train pivots but never act on them. This guard watches every deco
 through the backend's :class:`~safethink.models.TokenHook`; when a pivot it is told to act on
 appears ([UNSAFE], optionally [RETHINK]) it stops that row at once and either
 
-- ``halt``: answers with a refusal that names the concern (the step that ended in the pivot), or
+- ``halt``: answers with a refusal that names the concern by the policy categories the flagged step
+  mentions (``illicit/violent``), or a fixed generic sentence when it names none, or
 - ``rollback``: keeps the text up to the end of the last [SAFE] step and makes the model continue
   from there with a refusal opener (one more, short, generation with ``prefixes=``).
 
-Pivots and the think block never reach the visible text. With ``fail_closed`` an answer that ends
-without a final [SAFE] pivot (or leaves ``<think>`` open) is replaced with a refusal.
+What the guard stopped is never shown: not quoted in the refusal, and kept out of the visible text
+(``GuardedOutput.flagged`` holds it for leak checks). Pivots and the think block never reach the
+visible text either. By default the guard fails closed: an answer that ends without a final [SAFE]
+pivot (or leaves ``<think>`` open) is replaced with a refusal; ``fail_open=True`` shows it.
 """
 
 from __future__ import annotations
@@ -19,11 +22,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
-from ..data._formats import PIVOT_RETHINK, PIVOT_SAFE, PIVOT_UNSAFE, PIVOTS, THINK_CLOSE, THINK_OPEN, parse_r2d, strip_r2d
+from ..data._formats import PIVOT_RETHINK, PIVOT_SAFE, PIVOT_UNSAFE, PIVOTS, THINK_CLOSE, THINK_OPEN, strip_r2d
+from ..errors import SpecError
 from ..models import ChatModel, Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent
 from ._base import GUARDS, GuardedOutput
-from ._core import GuardBase, GuardKind, passthrough, positive, refusal, text
-from ._parse import _PIVOT_RE, _raw
+from ._core import (
+    GuardBase,
+    GuardKind,
+    categories_in,
+    concern_message,
+    passthrough,
+    policy_ids,
+    positive,
+    refusal,
+    seal,
+    text,
+)
+from ._parse import _PIVOT_RE, _raw, flagged_steps, reasoning_before
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +107,40 @@ class PivotGuard(GuardBase):
     """What an [UNSAFE] pivot does: halt with a refusal, roll back to the last safe step, or continue (log)."""
     on_rethink: PivotAction = "continue"
     """What a [RETHINK] pivot does (the papers' models over-use it, hence continue by default)."""
-    fail_closed: bool = False
-    """Refuse when the answer does not end with a [SAFE] pivot or leaves <think> open."""
-    show_concern: bool = True
-    """Quote the flagged step (shortened) in the halt refusal; False gives a generic refusal."""
-    concern_chars: int = 160
-    """At most this many characters of the flagged step are quoted."""
+    fail_open: bool = False
+    """Show an answer that does not end with a [SAFE] pivot or leaves <think> open (by default it is refused)."""
     rollback_tokens: int = 96
     """Token budget of the refusal continuation after a rollback."""
+    policy: str | None = None
+    """Policy file whose rule ids name the concern in refusals (None: the SCoT taxonomy)."""
     halt_message: str | None = None
-    """Refusal text for ``halt`` with ``{concern}``; default from prompts.yaml."""
+    """Refusal for ``halt`` with ``{categories}`` (the policy ids the flagged step names); default from
+    prompts.yaml. When the step names none, the fixed generic refusal is used."""
     rollback_opener: str | None = None
-    """Text the model continues from after a rollback; default from prompts.yaml."""
+    """Text the model continues from after a rollback (may contain ``{categories}``); default from prompts.yaml."""
     fail_closed_message: str | None = None
-    """Refusal text for ``fail_closed``; default from prompts.yaml."""
+    """Refusal text when the answer fails the fail-closed check; default from prompts.yaml."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self.name, concern_chars=self.concern_chars, rollback_tokens=self.rollback_tokens)
+        positive(self.name, rollback_tokens=self.rollback_tokens)
+        for option in ("halt_message", "rollback_opener"):
+            template = getattr(self, option)
+            if template is None:
+                continue
+            try:
+                template.format(categories="illicit/violent")
+            except (KeyError, IndexError, ValueError) as e:
+                raise SpecError(f"guard 'r2d-pivot': {option} may only use the placeholder {{categories}} (the "
+                                f"flagged step itself is never shown); got {template!r} ({e!r})") from None
 
     def _act_on(self) -> frozenset[str]:
         acts = {PIVOT_UNSAFE: self.on_unsafe, PIVOT_RETHINK: self.on_rethink}
         return frozenset(p for p, a in acts.items() if a != "continue")
+
+    def _flag_on(self) -> frozenset[str]:
+        """Pivots whose step is flagged: those the guard acts on, and [UNSAFE] always."""
+        return self._act_on() | {PIVOT_UNSAFE}
 
     def _action(self, pivot: str) -> PivotAction:
         return self.on_unsafe if pivot == PIVOT_UNSAFE else self.on_rethink
@@ -125,7 +152,7 @@ class PivotGuard(GuardBase):
         watcher = PivotWatcher(ids, self._act_on())
         comps = model.generate(convs, config, hook=watcher, progress=progress)
         outs: list[GuardedOutput | None] = [None] * len(convs)
-        to_roll: list[tuple[int, str, str]] = []  # (row, kept text, pivot)
+        to_roll: list[tuple[int, str, str]] = []  # (row, raw, pivot)
         for i, c in enumerate(comps):
             raw = _raw(c)
             pivot = watcher.fired.get(i)
@@ -135,55 +162,76 @@ class PivotGuard(GuardBase):
             elif self._action(pivot) == "halt":
                 outs[i] = self._halt(c, raw, pivot, info)
             else:
-                to_roll.append((i, kept_before(raw, pivot), pivot))
+                to_roll.append((i, raw, pivot))
         if to_roll:
-            for (i, kept, pivot), out in zip(to_roll, self._rollback(model, convs, config, to_roll, ids)):
+            for (i, _, pivot), out in zip(to_roll, self._rollback(model, convs, config, to_roll, ids)):
                 out.info.update(pivots=watcher.seen.get(i, []), trigger=pivot, rolled_back_from=_raw(comps[i]))
                 outs[i] = out
         return [o for o in outs if o is not None]
 
     # -------------------------------------------------------------- actions
 
+    def _categories(self, flagged: list[str]) -> list[str]:
+        return categories_in(flagged, policy_ids(self.policy))
+
     def _finish(self, c: Completion, raw: str, info: dict[str, Any]) -> GuardedOutput:
+        """No pivot fired. A step may still be flagged (an [UNSAFE] the guard was told to ``continue`` on):
+        it stays in the answer, as asked, and out of the safe reasoning."""
         reasoning, answer = strip_r2d(raw)
-        if self.fail_closed:
+        flagged = flagged_steps(raw, self._flag_on())
+        safe = reasoning_before(raw, self._flag_on())
+        if not self.fail_open:
             problem = fail_closed_problem(raw)
             if problem:
                 msg = self.fail_closed_message or text("pivot", "fail_closed")
-                return refusal(msg, raw=raw, reasoning=reasoning, action="refused", reason=problem, **info)
-        return passthrough(c, text=answer, reasoning=reasoning, **info)
+                return seal(refusal(msg, raw=raw, reasoning=reasoning, action="refused", reason=problem,
+                                    flagged=flagged, safe_reasoning=safe, **info), msg)
+        return passthrough(c, text=answer, reasoning=reasoning, flagged=flagged, safe_reasoning=safe, **info)
 
     def _halt(self, c: Completion, raw: str, pivot: str, info: dict[str, Any]) -> GuardedOutput:
         reasoning, _ = strip_r2d(raw)
-        concern = flagged_step(raw, pivot)
-        if self.show_concern and concern:
-            msg = (self.halt_message or text("pivot", "halt")).format(concern=shorten(concern, self.concern_chars))
-        else:
-            msg = text("pivot", "halt_no_concern")
-        return GuardedOutput(text=msg, raw=raw, reasoning=reasoning or None, action="halted", finish_reason="hook",
-                             info={**info, "trigger": pivot, "concern": concern,
-                                   "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens})
+        flagged = flagged_steps(raw, self._flag_on())
+        cats = self._categories(flagged)
+        msg = concern_message(cats, self.halt_message)
+        out = GuardedOutput(
+            text=msg, raw=raw, reasoning=reasoning or None, action="halted", finish_reason="hook",
+            info={**info, "trigger": pivot, "categories": cats,
+                  "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens},
+            flagged=flagged, safe_reasoning=reasoning_before(raw, self._flag_on()))
+        return seal(out, msg)
+
+    def _opener(self, cats: list[str]) -> str:
+        if self.rollback_opener is not None:
+            return self.rollback_opener.format(categories=", ".join(cats) or "the safety policy")
+        if cats:
+            return text("pivot", "rollback_opener_named").format(categories=", ".join(cats))
+        return text("pivot", "rollback_opener")
 
     def _rollback(self, model: ChatModel, convs: list[Conversation], config: GenerationConfig,
                   rows: list[tuple[int, str, str]], ids: dict[int, str] | None) -> list[GuardedOutput]:
-        opener = self.rollback_opener or text("pivot", "rollback_opener")
-        prefixes = [kept + joint(kept) + opener for _, kept, _ in rows]
+        flagged = [flagged_steps(raw, self._flag_on()) for _, raw, _ in rows]
+        cats = [self._categories(f) for f in flagged]
+        kept = [kept_before(raw, pivot) for _, raw, pivot in rows]
+        prefixes = [k + joint(k) + self._opener(cs) for k, cs in zip(kept, cats)]
         cfg = replace(config, max_new_tokens=min(config.max_new_tokens, self.rollback_tokens))
-        # The continuation is watched too: a second [UNSAFE] ends it with the plain halt refusal.
+        # The continuation is watched too: a second [UNSAFE] ends it with the plain concern refusal.
         watcher = PivotWatcher(ids, frozenset({PIVOT_UNSAFE}))
         comps = model.generate([convs[i] for i, _, _ in rows], cfg, prefixes=prefixes, hook=watcher)
         outs = []
-        for j, (c, prefix) in enumerate(zip(comps, prefixes)):
+        for j, (c, prefix, (_, raw, _)) in enumerate(zip(comps, prefixes, rows)):
             full = prefix + _raw(c)
-            reasoning, answer = strip_r2d(full)
+            _, answer = strip_r2d(full)
+            stopped = list(flagged[j])
             if watcher.fired.get(j):
-                answer = text("pivot", "halt_no_concern")
-            outs.append(GuardedOutput(
-                text=answer, raw=full, reasoning=reasoning or None, action="rolled_back",
-                finish_reason=c.finish_reason, info={"prompt_tokens": c.prompt_tokens,
-                                                     "completion_tokens": c.completion_tokens}))
+                answer = concern_message(cats[j])
+                stopped += flagged_steps(full[len(prefix):], {PIVOT_UNSAFE})
+            out = GuardedOutput(
+                text=answer, raw=full, reasoning=strip_r2d(raw)[0] or None, action="rolled_back",
+                finish_reason=c.finish_reason,
+                info={"categories": cats[j], "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens},
+                flagged=stopped, safe_reasoning=reasoning_before(raw, self._flag_on()))
+            outs.append(seal(out, concern_message(cats[j])))
         return outs
-
 
 def kept_before(raw: str, pivot: str) -> str:
     """The text up to the end of the last [SAFE] step before the pivot that fired ("" if none)."""
@@ -198,22 +246,6 @@ def joint(kept: str) -> str:
     if kept.count(THINK_OPEN) > kept.count(THINK_CLOSE):
         return f"\n{THINK_CLOSE} {PIVOT_SAFE}\n"
     return "\n" if kept else ""
-
-
-def flagged_step(raw: str, pivot: str) -> str:
-    """The text of the last step that ended with ``pivot``."""
-    for step in reversed(parse_r2d(raw)):
-        if step.pivot == pivot and step.text != THINK_CLOSE:
-            return step.text
-    return ""
-
-
-def shorten(s: str, n: int) -> str:
-    s = " ".join(s.split())
-    if len(s) <= n:
-        return s
-    cut = s[:n].rsplit(" ", 1)[0] or s[:n]
-    return cut.rstrip(",;:") + "..."
 
 
 def fail_closed_problem(raw: str) -> str | None:

@@ -182,7 +182,8 @@ class SCoTPrompt(PromptGuard):
         return with_system(conv, self.system_prompt())
 
     def read(self, c: Completion) -> GuardedOutput:
-        return SCoTReader(self.fmt, self.malformed).read(c)
+        cats = self.categories or text("scot_prompt", "categories")
+        return SCoTReader(self.fmt, self.malformed, known=tuple(cat["id"] for cat in cats)).read(c)
 
 
 @GUARDS.register()

@@ -41,4 +41,8 @@ def load_model(
         from ._llamacpp import LlamaCppChatModel
 
         return LlamaCppChatModel.from_file(ms.target, spec=str(ms), **options)
+    if ms.kind == "mock":
+        from ._mock import MockChatModel
+
+        return MockChatModel.from_file(ms.target, spec=str(ms), **options)
     raise SpecError(f"unsupported backend {ms.kind}")

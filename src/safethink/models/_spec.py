@@ -6,6 +6,7 @@
 ``openai:<model>@<url>``    any OpenAI-compatible HTTP endpoint (vLLM, TGI, OpenAI, safethink serve)
 ``vllm:<hub id or path>``   vLLM in-process (extra ``vllm``)
 ``llamacpp:<file.gguf>``    llama.cpp (extra ``llamacpp``)
+``mock:<file.jsonl>``       scripted answers replayed in order (tests, CI)
 ==========================  =================================================
 """
 
@@ -16,7 +17,7 @@ from typing import Literal
 
 from ..errors import SpecError
 
-BackendKind = Literal["bundled", "hf", "openai", "vllm", "llamacpp"]
+BackendKind = Literal["bundled", "hf", "openai", "vllm", "llamacpp", "mock"]
 
 BUNDLED_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "default")
 
@@ -43,7 +44,7 @@ def parse_model_spec(spec: str) -> ModelSpec:
     if s.lower() in BUNDLED_ALIASES:
         return ModelSpec("bundled", "smollm2-135m")
     kind, sep, rest = s.partition(":")
-    if sep and kind in ("hf", "vllm", "llamacpp"):
+    if sep and kind in ("hf", "vllm", "llamacpp", "mock"):
         if not rest:
             raise SpecError(f"model spec {spec!r}: nothing after '{kind}:'")
         return ModelSpec(kind, rest)  # type: ignore[arg-type]
@@ -56,5 +57,5 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec("openai", model, url.rstrip("/"))
     raise SpecError(
         f"unknown model spec {spec!r}; expected one of: smollm2-135m, hf:<hub id or path>, "
-        "openai:<model>@<url>, vllm:<hub id or path>, llamacpp:<file.gguf>"
+        "openai:<model>@<url>, vllm:<hub id or path>, llamacpp:<file.gguf>, mock:<answers.jsonl>"
     )

@@ -1,7 +1,11 @@
 """The OpenAI-compatible HTTP app: a guarded model behind ``/v1/chat/completions``.
 
 The guard decides before any text leaves the server, so a streamed answer is streamed after the
-guard has finished (a rolled-back or halted answer is never half-sent).
+guard has finished (a rolled-back or halted answer is never half-sent). What a guard flagged is
+never sent: the answer is checked against ``GuardedOutput.flagged`` once more before it leaves, and
+reasoning is withheld unless the server is started with ``reasoning="safe"`` (the steps before the
+first flagged step) or ``"full"`` (everything, for debugging). Errors are logged here with a request
+id; the client gets the id, never the exception text.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations
@@ -9,8 +13,10 @@ guard has finished (a rolled-back or halted answer is never half-sent).
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
+import logging
 import os
 import re
 import time
@@ -19,7 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import MissingExtraError
-from ..guard import BLOCKING_ACTIONS, GUARDS, Guard, GuardedOutput
+from ..guard import BLOCKING_ACTIONS, GUARDS, Guard, GuardedOutput, ReasoningMode, seal
 from ..models import ChatModel, GenerationConfig
 from ._batcher import MicroBatcher
 from ._schema import (
@@ -35,13 +41,28 @@ from ._schema import (
 )
 
 API_KEY_ENV = "SAFETHINK_API_KEY"
+REASONING_MODES: tuple[ReasoningMode, ...] = ("none", "safe", "full")
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
+                 code: str | None = None, param: str | None = None, request_id: str | None = None):
         super().__init__(message)
         self.status, self.body = status, error_body(message, type=type, code=code, param=param)
+        self.request_id = request_id
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:24]}"
+
+
+def server_error(request_id: str) -> ApiError:
+    """The 500 a client sees: the request id to quote, never the internal error."""
+    return ApiError(500, f"The server could not answer this request. Request id: {request_id} "
+                         "(the error is in the server log).", type="server_error", code="internal_error",
+                    request_id=request_id)
 
 
 def create_app(
@@ -57,16 +78,20 @@ def create_app(
     batch_window_s: float = 0.01,
     default_max_tokens: int = 256,
     max_tokens_limit: int = 4096,
-    expose_reasoning: bool = True,
+    reasoning: ReasoningMode = "none",
 ) -> Any:
     """Build the FastAPI app.
 
     ``api_key`` (else env ``SAFETHINK_API_KEY``; neither = no auth) is checked as a Bearer token
     on ``/v1/*``. Requests over ``max_request_bytes`` get 413, more than ``max_concurrency`` in
     flight get 429, a generation that takes over ``timeout_s`` gets 504. Concurrent requests are
-    micro-batched (``max_batch``, ``batch_window_s``). ``expose_reasoning=False`` never returns
-    the guard's reasoning, whatever the request asks.
+    micro-batched (``max_batch``, ``batch_window_s``). ``reasoning`` is how much of the guard's
+    reasoning a client may get: ``none`` (default), ``safe`` (only the steps before the first flagged
+    step) or ``full`` (all of it, flagged steps included: for debugging). A request can only narrow it
+    (``include_reasoning: false``). A failed generation is a 500 with a request id; the error is logged.
     """
+    if reasoning not in REASONING_MODES:
+        raise ValueError(f"reasoning={reasoning!r}; expected one of {', '.join(REASONING_MODES)}")
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse, StreamingResponse
@@ -92,8 +117,17 @@ def create_app(
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.body, status_code=exc.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.request_id:
+            headers["x-request-id"] = exc.request_id
+        return JSONResponse(exc.body, status_code=exc.status, headers=headers or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = new_request_id()
+        log.error("request %s: unexpected server error", rid, exc_info=exc)
+        err = server_error(rid)
+        return JSONResponse(err.body, status_code=500, headers={"x-request-id": rid})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -112,7 +146,8 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, Any]:
         s = batcher.stats
-        return {"status": "ok", "model": served, "guard": guard_obj.name, "in_flight": state["in_flight"],
+        return {"status": "ok", "model": served, "guard": guard_obj.name, "reasoning": reasoning,
+                "in_flight": state["in_flight"],
                 "requests": s.requests, "batches": s.batches, "largest_batch": s.largest_batch}
 
     @app.get("/v1/models")
@@ -133,20 +168,22 @@ def create_app(
             raise ApiError(429, f"Too many requests in flight (limit {max_concurrency}); retry shortly.",
                            type="rate_limit_error", code="rate_limit_exceeded")
         state["in_flight"] += 1
+        rid = new_request_id()
         try:
-            fut = asyncio.wrap_future(batcher.submit(conversation, config))
+            fut = asyncio.wrap_future(batcher.submit(conversation, config, request_id=rid))
             try:
                 out = await asyncio.wait_for(fut, timeout_s)
             except asyncio.TimeoutError:
                 raise ApiError(504, f"Generation took longer than {timeout_s:g} s.", type="timeout_error",
-                               code="timeout") from None
-            except Exception as e:  # the guard or the model failed on this batch
-                raise ApiError(500, f"Generation failed: {type(e).__name__}: {e}", type="server_error") from None
+                               code="timeout", request_id=rid) from None
+            except Exception as e:  # the guard or the model failed on this batch (logged by the batcher)
+                log.error("request %s: generation failed (%s)", rid, type(e).__name__)
+                raise server_error(rid) from None
         finally:
             state["in_flight"] -= 1
-        reasoning_mode = "off" if not expose_reasoning or req.include_reasoning is False else (
-            "inline" if req.include_reasoning else "field")
-        completion = build_completion(out, served, guard_obj.name, reasoning_mode)
+        mode: ReasoningMode = "none" if req.include_reasoning is False else reasoning
+        placement = "inline" if req.include_reasoning else "field"
+        completion = build_completion(out, served, guard_obj.name, mode, placement)
         if not req.stream:
             return completion.model_dump(exclude_none=True)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -219,11 +256,18 @@ def finish_reason(out: GuardedOutput) -> str:
     return "length" if out.finish_reason == "length" else "stop"
 
 
-def build_completion(out: GuardedOutput, model: str, guard: str, reasoning_mode: str) -> ChatCompletion:
-    content, reasoning = out.text, out.reasoning
-    if reasoning_mode == "inline" and reasoning:
+def build_completion(out: GuardedOutput, model: str, guard: str, mode: ReasoningMode = "none",
+                     placement: str = "field") -> ChatCompletion:
+    """The response for one guarded output. The output is sealed once more here (a text that shows a
+    flagged step becomes a refusal), whatever the guard and its options did; ``mode`` picks the
+    reasoning shown, ``placement`` puts it in ``reasoning_content`` (``field``) or before the answer."""
+    shown = seal(dataclasses.replace(out, info=dict(out.info), flagged=list(out.flagged)))
+    if shown.text != out.text:
+        log.warning("guard %s: an answer showed a flagged step; it was replaced with a refusal", guard)
+    out = shown
+    content, reasoning = out.text, out.shown_reasoning(mode)
+    if placement == "inline" and reasoning:
         content = f"{reasoning}\n\n{content}"
-    if reasoning_mode != "field":
         reasoning = None
     prompt = int(out.info.get("prompt_tokens") or 0)
     done = int(out.info.get("completion_tokens") or 0)

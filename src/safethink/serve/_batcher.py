@@ -4,6 +4,10 @@ Generation is blocking torch code, so it runs in one worker thread. Requests que
 takes the oldest, waits a few milliseconds for more requests with the same generation settings
 (up to ``max_batch``) and decodes them together. Requests with other settings wait for the next
 round, in arrival order.
+
+A batch succeeds or fails as a whole: a guard that does not return exactly one output per request
+fails every request of the batch (answers are paired with requests by position, so a short or long
+list cannot be paired safely), and no request is left waiting.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from ..models import ChatModel, Conversation, GenerationConfig
 log = logging.getLogger(__name__)
 
 
+class GuardOutputMismatch(RuntimeError):
+    """The guard returned a number of outputs other than one per request."""
+
+
 @dataclass
 class _Job:
     conversation: Conversation
     config: GenerationConfig
+    request_id: str | None = None
     future: Future = field(default_factory=Future)
 
 
@@ -50,10 +59,11 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._stopping = False
 
-    def submit(self, conversation: Conversation, config: GenerationConfig) -> Future:
-        """Queue one conversation; the future resolves to its :class:`GuardedOutput`."""
+    def submit(self, conversation: Conversation, config: GenerationConfig, request_id: str | None = None) -> Future:
+        """Queue one conversation; the future resolves to its :class:`GuardedOutput`, or raises what
+        failed the batch (``request_id`` names the request in the server log)."""
         self._ensure_started()
-        job = _Job(conversation, config)
+        job = _Job(conversation, config, request_id)
         self._queue.put(job)
         return job.future
 
@@ -121,12 +131,24 @@ class MicroBatcher:
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))
             cfg = replace(live[0].config, batch_size=max(len(live), 1))
+            ids = [j.request_id for j in live]
             try:
-                outs: list[GuardedOutput] = self.guard.generate(self.model, [j.conversation for j in live], cfg)
-            except BaseException as e:  # the requests fail; the server keeps running
-                log.exception("guarded generation failed")
+                outs = self.guard.generate(self.model, [j.conversation for j in live], cfg)
+                check_outputs(outs, len(live), getattr(self.guard, "name", type(self.guard).__name__))
+            except BaseException as e:  # the whole batch fails closed; the server keeps running
+                log.error("guarded generation failed for requests %s", ids, exc_info=e)
                 for j in live:
                     j.future.set_exception(e)
                 continue
-            for j, out in zip(live, outs):
+            for j, out in zip(live, outs, strict=True):
                 j.future.set_result(out)
+
+
+def check_outputs(outs: object, expected: int, guard: str) -> None:
+    """Raise :class:`GuardOutputMismatch` unless ``outs`` is one :class:`GuardedOutput` per request."""
+    if not isinstance(outs, list) or len(outs) != expected:
+        got = len(outs) if isinstance(outs, list) else type(outs).__name__
+        raise GuardOutputMismatch(f"guard {guard!r} returned {got} outputs for {expected} requests")
+    bad = [i for i, o in enumerate(outs) if not isinstance(o, GuardedOutput)]
+    if bad:
+        raise GuardOutputMismatch(f"guard {guard!r} returned something other than a GuardedOutput at {bad}")

@@ -59,8 +59,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     include_reasoning: bool | None = None
-    """safethink extension. Absent: reasoning in ``reasoning_content``; true: also inlined at the
-    start of ``content``; false: not returned at all."""
+    """safethink extension. Absent: the reasoning the server allows (``--reasoning``: none by default)
+    in ``reasoning_content``; true: inlined at the start of ``content`` instead; false: not returned."""
     tools: list[Any] | None = None
 
     @field_validator("stop")
