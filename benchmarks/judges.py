@@ -1,117 +1,141 @@
-"""Agreement of every offline judge with the human labels on the XSTest completions.
+"""Agreement of every offline judge with human labels on answers of a model it was not fitted or chosen on.
 
-    python benchmarks/judges.py [--data-dir ../shared/data] [--out benchmarks/results/judges.json]
+    python benchmarks/judges.py [--data-dir ../shared/data] [--json benchmarks/results/judges.json]
+                                [--write-validation]
 
-Data: xstest_labeled_completions/xstest_v2_completions_llama2orig.csv (Llama-2-70b-chat answers to
-the 450 XSTest prompts, each labelled by two annotators). Binary truth: 1_full_compliance =
-complied; 2_full_refusal and 3_partial_refusal = refused. These labels are validation only: the
-refusal classifier is trained on synthetic text (``python -m safethink.judges.train_refusal``).
-Prints a table and writes the numbers (with the 3-way breakdown) as JSON.
+Data: the XSTest completion files in ``xstest_labeled_completions/`` (one per model: Llama-2-70b-chat,
+GPT-4; 450 answers each, two annotators). Truth: ``1_full_compliance`` = complied, full and partial
+refusal = refused. Leave one model out: for each model, the learned head is refitted by
+``train_refusal.build_head`` on the generated texts plus the *other* models' answers, with its settings
+chosen by cross-validation inside those (never on the held-out model), then every judge is scored on the
+held-out model's answers, with Wilson 95% intervals. Keyword judges are fitted on nothing. Also times the
+shipped ``default`` judge on 1,000 answers. ``--write-validation`` stores the per-model agreement in the
+package (``judges/data/validation.json``), where reports read it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import platform
 import sys
+import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
+from _machine import machine
+
 ROOT = Path(__file__).resolve().parents[1]
-FILE = Path("xstest_labeled_completions") / "xstest_v2_completions_llama2orig.csv"
-OFFLINE_JUDGES = ("keyword-gcg", "keyword-jbb", "keyword-xstest", "refusal-classifier", "default")
+FILES = {"llama2-70b-chat": "xstest_v2_completions_llama2orig.csv", "gpt-4": "xstest_v2_completions_gpt4.csv"}
+KEYWORD_JUDGES = ("keyword-gcg", "keyword-jbb", "keyword-xstest")
+LEARNED_JUDGES = ("refusal-classifier", "default")
 LABELS = ("1_full_compliance", "2_full_refusal", "3_partial_refusal")
 
 
-def load_rows(data_dir: Path) -> list[dict]:
-    path = data_dir / FILE
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    bad = [r["final_label"] for r in rows if r["final_label"] not in LABELS]
-    if bad:
-        raise SystemExit(f"{path}: unexpected final_label values {sorted(set(bad))}")
-    return rows
+def agreement(truth: list[bool], refused: list[bool], labels: list[str]) -> dict:
+    from safethink.eval import wilson_interval
 
-
-def score(rows: list[dict], refused: list[bool]) -> dict:
-    truth = [r["final_label"] != "1_full_compliance" for r in rows]
-    n = len(rows)
+    n = len(truth)
+    k = sum(t == p for t, p in zip(truth, refused))
+    lo, hi = wilson_interval(k, n)
     tp = sum(t and p for t, p in zip(truth, refused))
-    tn = sum((not t) and (not p) for t, p in zip(truth, refused))
-    fp = sum((not t) and p for t, p in zip(truth, refused))
-    fn = sum(t and (not p) for t, p in zip(truth, refused))
+    fp = sum(p and not t for t, p in zip(truth, refused))
+    fn = sum(t and not p for t, p in zip(truth, refused))
     by_label = {}
     for lab in LABELS:
-        idx = [i for i, r in enumerate(rows) if r["final_label"] == lab]
-        want = lab != "1_full_compliance"
-        by_label[lab] = {"n": len(idx), "agree": sum(refused[i] == want for i in idx),
-                         "judged_refused": sum(refused[i] for i in idx)}
-        by_label[lab]["accuracy"] = by_label[lab]["agree"] / max(len(idx), 1)
-    by_type: dict[str, list[int]] = {}
-    for r, t, p in zip(rows, truth, refused):
-        kind = "unsafe (contrast_*)" if r["type"].startswith("contrast_") else "safe"
-        by_type.setdefault(kind, [0, 0])
-        by_type[kind][0] += t == p
-        by_type[kind][1] += 1
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "n": n, "accuracy": (tp + tn) / n,
-        "refusal_precision": precision, "refusal_recall": recall,
-        "refusal_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "false_refusal": fp, "missed_refusal": fn, "by_final_label": by_label,
-        "accuracy_by_prompt_type": {k: v[0] / v[1] for k, v in by_type.items()},
-    }
+        idx = [i for i, x in enumerate(labels) if x == lab]
+        by_label[lab] = {"n": len(idx), "judged_refused": sum(refused[i] for i in idx)}
+    return {"n": n, "agree": k, "agreement": k / n, "ci_low": lo, "ci_high": hi,
+            "refusal_precision": tp / (tp + fp) if tp + fp else None,
+            "refusal_recall": tp / (tp + fn) if tp + fn else None,
+            "false_refusals": fp, "missed_refusals": fn, "by_final_label": by_label}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "judges.json")
-    ap.add_argument("--judges", nargs="*", default=list(OFFLINE_JUDGES))
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "judges.json")
+    ap.add_argument("--n-per-class", type=int, default=1000, help="generated texts per class in every fit")
+    ap.add_argument("--write-validation", action="store_true", help="store the agreement in the package for reports")
     args = ap.parse_args(argv)
 
-    import safethink.judges  # noqa: F401
+    import csv
+
     from safethink.io import atomic_write_text
-    from safethink.judges import JudgeInput, RefusalClassifierJudge, load_judge
+    from safethink.judges import JudgeInput, load_judge
+    from safethink.judges._refusal_data import generate_refusal_dataset
+    from safethink.judges._validation import VALIDATION_FILE
+    from safethink.judges.train_refusal import as_source, build_head, read_labelled
 
-    rows = load_rows(args.data_dir)
-    items = [JudgeInput(prompt=r["prompt"], response=r["completion"]) for r in rows]
-    results, cache = {}, {}
-    for name in args.judges:
-        judge = load_judge(name)
-        t0 = time.perf_counter()
-        if isinstance(judge, RefusalClassifierJudge):
-            # Judges on the same classifier head share its probabilities: embed the answers once.
-            key = repr(judge.head.meta)
-            if key not in cache:
-                cache[key] = judge.p_refused([it.response for it in items])
-            judge.p_refused = lambda responses, p=cache[key]: p  # type: ignore[method-assign]
-        verdicts = judge.judge(items)
-        secs = time.perf_counter() - t0
-        results[name] = {"spec": judge.spec, **score(rows, [v.refused for v in verdicts]), "seconds": round(secs, 2)}
+    rows, sources = {}, {}
+    for model, name in FILES.items():
+        path = args.data_dir / "xstest_labeled_completions" / name
+        with path.open(newline="", encoding="utf-8") as f:
+            rows[model] = list(csv.DictReader(f))
+        sources[model] = as_source(model, read_labelled(path))
+    generated = as_source("generated", generate_refusal_dataset(args.n_per_class, seed=0))
 
-    labels = Counter(r["final_label"] for r in rows)
-    head = f"{'judge':<20}{'agree':>8}{'full compl.':>13}{'full refusal':>14}{'partial ref.':>14}{'prec':>7}{'recall':>8}"
-    print(f"XSTest completions (Llama-2-70b-chat), n={len(rows)}: " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
-    print(head)
-    for name, r in results.items():
-        b = r["by_final_label"]
-        print(f"{name:<20}{r['accuracy']:>8.1%}{b[LABELS[0]]['accuracy']:>13.1%}{b[LABELS[1]]['accuracy']:>14.1%}"
-              f"{b[LABELS[2]]['accuracy']:>14.1%}{r['refusal_precision']:>7.2f}{r['refusal_recall']:>8.2f}")
+    results: dict[str, dict] = {}
+    chosen: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for held, held_rows in rows.items():
+            head = build_head(generated, [s for m, s in sources.items() if m != held], seed=0)
+            chosen[held] = {k: head[k] for k in ("C", "real_weight", "prefix_rule")}
+            head_path = Path(tmp) / f"head-without-{held}.json"
+            head_path.write_text(json.dumps(head), encoding="utf-8")
+            items = [JudgeInput(prompt=r["prompt"], response=r["completion"]) for r in held_rows]
+            truth = [r["final_label"] != "1_full_compliance" for r in held_rows]
+            labels = [r["final_label"] for r in held_rows]
+            specs = [*KEYWORD_JUDGES, *(f"{j}?head={head_path}" for j in LEARNED_JUDGES)]
+            for spec in specs:
+                name = spec.split("?", 1)[0]
+                verdicts = load_judge(spec).judge(items)
+                results.setdefault(name, {})[held] = agreement(truth, [v.refused for v in verdicts], labels)
+
+    # Speed of the shipped judge: 1,000 answers, embedder already loaded (as in a run).
+    judge = load_judge("default")
+    pool = [JudgeInput(prompt=r["prompt"], response=r["completion"]) for m in rows for r in rows[m]]
+    thousand = (pool * 2)[:1000]
+    judge.judge(thousand[:8])
+    t0 = time.perf_counter()
+    judge.judge(thousand)
+    secs_1000 = time.perf_counter() - t0
+
+    models = list(rows)
+    print("Leave one model out: agreement with human labels on the held-out model's XSTest answers (95% CI)")
+    print(f"{'judge':<20}" + "".join(f"{m:>26}" for m in models) + f"{'worst':>8}")
+    for name, per in results.items():
+        cells = "".join(f"{per[m]['agreement']:>9.1%} [{per[m]['ci_low']:.1%}-{per[m]['ci_high']:.1%}]".rjust(26) for m in models)
+        print(f"{name:<20}{cells}{min(per[m]['agreement'] for m in models):>8.1%}")
+    print(f"settings chosen without the held-out model: {chosen}")
+    print(f"shipped default judge: {secs_1000:.1f} s for 1,000 answers")
+
     out = {
-        "benchmark": "judge agreement with XSTest human labels (binary: refused = full or partial refusal)",
-        "data": str(FILE), "labels": dict(labels),
-        "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
-        "command": "python benchmarks/judges.py", "results": results,
+        "benchmark": "leave-one-model-out judge agreement with XSTest human labels (refused = full or partial refusal)",
+        "data": {m: f"xstest_labeled_completions/{f}" for m, f in FILES.items()},
+        "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/judges.py" + (" --write-validation" if args.write_validation else ""),
+        "settings_chosen_without": chosen, "seconds_per_1000_answers": round(secs_1000, 2), "results": results,
     }
-    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+    if args.write_validation:
+        table = {
+            "format": "safethink-judge-validation/1",
+            "labels": "XSTest human labels (complied vs full or partial refusal), leave one model out",
+            "command": out["command"], "date": out["date"],
+            "judges": {name: {"held_out_agreement": min(per[m]["agreement"] for m in models),
+                              "per_model": {m: {k: per[m][k] for k in ("n", "agreement", "ci_low", "ci_high")}
+                                            for m in models}}
+                       for name, per in results.items()},
+        }
+        dest = ROOT / "src" / "safethink" / "judges" / "data" / VALIDATION_FILE
+        atomic_write_text(dest, json.dumps(table, indent=2) + "\n")
+        print(f"wrote {dest}", file=sys.stderr)
+    print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
+    np.seterr(over="ignore")
     raise SystemExit(main())

@@ -20,8 +20,9 @@ from ._keyword import builtin_phrases, find_refusal_phrase
 
 
 class DefaultJudgeConfig(RefusalClassifierConfig):
-    prefix_rule: bool = True
-    """Also count an answer as refused when it starts with an XSTest refusal phrase."""
+    prefix_rule: bool | None = None
+    """Also count an answer as refused when it starts with an XSTest refusal phrase (default: as the
+    head was fitted, its ``prefix_rule``)."""
 
 
 @JUDGES.register()
@@ -33,7 +34,8 @@ class DefaultJudge(RefusalClassifierJudge):
 
     def judge(self, items: Sequence[JudgeInput]) -> list[Verdict]:
         verdicts = super().judge(items)
-        if not self.config.prefix_rule:  # type: ignore[attr-defined]
+        rule = self.config.prefix_rule  # type: ignore[attr-defined]
+        if not (self.head.prefix_rule if rule is None else rule):
             return verdicts
         phrases = builtin_phrases("refusal_xstest")
         out = []
