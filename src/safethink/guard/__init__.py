@@ -6,7 +6,8 @@ Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``
 probe: LoRA-adapted lower blocks with a linear head; a second, wrapper probe refuses requests that come
 inside an attack's template or encoding) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
-``scot-prompt``, ``smoothllm``, ``perplexity``, ``erase-check``, ``paraphrase``.
+``scot-prompt`` (= ``scot-p3``), ``scot-p1``, ``scot-p2`` (SCoT's prompt-only levels), ``smoothllm``,
+``perplexity``, ``erase-check`` (suffix, insertion, infusion), ``paraphrase``.
 
 What a guard stops never reaches the user: ``GuardedOutput.flagged`` keeps it for logs,
 :func:`leaked` tells whether a returned text shows any of it, and :func:`seal` replaces an answer
@@ -15,14 +16,17 @@ that does with a refusal (the server applies it to every answer before sending).
 
 from ._base import GUARDS, Guard, GuardedOutput, ReasoningMode
 from ._core import BLOCKING_ACTIONS, GuardBase, looks_like_refusal, seal
-from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, log_perplexities, perturb
+from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, erase_check_cost, erased_subsequences, log_perplexities, perturb
 from ._leak import leaked
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
 from ._probe import PROBE_TARGETS, ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
 from ._tuned import TunedProbe, fit_tuned_probe, load_probe
 from ._verdict import SCoTVerdictGuard, verdict_scores
-from ._prompting import GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTPrompt, SelfReminder
+from ._prompting import (
+    GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTCheckPrompt, SCoTFormatPrompt,
+    SCoTPolicyPrompt, SCoTPrompt, SelfReminder,
+)
 
 
 def create_guard(name: str, **options) -> Guard:
@@ -51,13 +55,18 @@ __all__ = [
     "R2DPrompt",
     "ReasoningMode",
     "RequestProbe",
+    "SCoTCheckPrompt",
+    "SCoTFormatPrompt",
     "SCoTGuard",
+    "SCoTPolicyPrompt",
     "SCoTPrompt",
     "SCoTVerdictGuard",
     "SelfReminder",
     "SmoothLLM",
     "TunedProbe",
     "create_guard",
+    "erase_check_cost",
+    "erased_subsequences",
     "fit_probe",
     "fit_tuned_probe",
     "leaked",

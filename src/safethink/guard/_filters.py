@@ -1,7 +1,10 @@
-"""Published input-filter defences as guards: SmoothLLM, the perplexity filter, erase-and-check."""
+"""Published input-filter defences as guards: SmoothLLM, the perplexity filter, erase-and-check
+(suffix, insertion and infusion modes)."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import string
 from collections.abc import Callable, Sequence
@@ -202,23 +205,84 @@ def _builtin_harmful() -> list[str]:
                         f"(the built-in harmful seed prompts are not available: {e})") from None
 
 
+EraseMode = Literal["suffix", "insertion", "infusion"]
+
+
+def erased_subsequences(n: int, mode: EraseMode, max_erase: int, blocks: int = 1) -> list[tuple[int, ...]]:
+    """The token positions kept in every version of an ``n``-token prompt that erase-and-check
+    classifies, the full prompt first (Kumar et al. 2023, section 3-5). ``d = max_erase``:
+
+    * ``suffix``: erase the last ``1..d`` tokens; ``d + 1`` versions.
+    * ``insertion``: erase up to ``blocks`` contiguous runs of ``1..d`` tokens each, anywhere;
+      about ``(n * d) ** blocks`` versions.
+    * ``infusion``: erase every set of ``1..d`` tokens, contiguous or not; ``sum_{i<=d} C(n, i)``.
+
+    A version never erases every token (an empty request says nothing). Versions that keep the
+    same positions are listed once (two adjacent insertion runs equal one longer run).
+    """
+    if n <= 0:
+        return [()]
+    d = min(max_erase, n - 1)
+    full = tuple(range(n))
+    if mode == "suffix":
+        return [full[:n - k] for k in range(d + 1)]
+    if mode == "infusion":
+        return [tuple(i for i in full if i not in gone) for k in range(d + 1)
+                for gone in map(frozenset, itertools.combinations(full, k))]
+    runs = [frozenset(range(s, s + k)) for k in range(1, d + 1) for s in range(n - k + 1)]
+    seen: dict[frozenset[int], None] = {frozenset(): None}
+    frontier = [frozenset()]
+    for _ in range(blocks):  # one more erased run on top of each version of the previous round
+        nxt = []
+        for erased in frontier:
+            for run in runs:
+                gone = erased | run
+                if gone not in seen and len(gone) < n:
+                    seen[gone] = None
+                    nxt.append(gone)
+        frontier = nxt
+    return [tuple(i for i in full if i not in gone) for gone in seen]
+
+
+def erase_check_cost(n: int, mode: EraseMode, max_erase: int, blocks: int = 1) -> int:
+    """How many safety-filter calls erase-and-check makes on an ``n``-token prompt (the full prompt
+    included). Exact for ``suffix`` and ``infusion``; counts the distinct versions for ``insertion``."""
+    d = min(max_erase, max(n - 1, 0))
+    if mode == "suffix":
+        return d + 1
+    if mode == "infusion":
+        return sum(math.comb(n, k) for k in range(d + 1))
+    return len(erased_subsequences(n, mode, max_erase, blocks))
+
+
 @GUARDS.register()
 @dataclass
 class EraseAndCheck(GuardBase):
-    """Erase-and-check (Kumar et al. 2023), suffix mode: erase 0..``max_erase`` tokens from the
-    end of the request and block it when the safety classifier flags any of the versions.
+    """Erase-and-check (Kumar et al. 2023): classify the request and versions of it with tokens
+    erased, and block it when the safety filter flags any version. Certified: if the filter flags
+    a harmful prompt ``P``, it also flags ``P`` with up to ``max_erase`` adversarial tokens added as
+    a suffix (``suffix``), inserted in up to ``blocks`` contiguous runs (``insertion``) or spread
+    anywhere (``infusion``), because one of the erased versions is ``P`` itself.
 
     ``classifier(prompts) -> [harmful]``; by default the guarded model is asked (prompts.yaml).
+    Cost per request, ``n`` tokens, ``d = max_erase`` (see :func:`erase_check_cost`): suffix
+    ``d + 1`` filter calls, insertion about ``(n d) ** blocks``, infusion ``sum_{i<=d} C(n, i)``
+    (n = 40, d = 3: 4, 118 and 10,701).
     """
 
     name: ClassVar[str] = "erase-check"
     kind: ClassVar[GuardKind] = "filter"
     paper: ClassVar[str] = "https://arxiv.org/abs/2309.02705"
 
-    mode: Literal["suffix"] = "suffix"
-    """Only suffix erasure is implemented (the cheap mode; insertion/infusion grow combinatorially)."""
+    mode: EraseMode = "suffix"
+    """Which adversarial placement is certified: ``suffix``, ``insertion`` or ``infusion``."""
     max_erase: int = 20
-    """Most tokens erased (d in the paper)."""
+    """Most tokens erased (d in the paper): the certified adversarial length (per run, for insertion)."""
+    blocks: int = 1
+    """Insertion mode: how many separate inserted runs are certified (k in the paper)."""
+    max_checks: int = 20_000
+    """Refuse to run (SafethinkError) when one request would need more filter calls than this,
+    rather than silently checking fewer versions than the certificate needs."""
     classifier: Callable[[list[str]], list[bool]] | None = None
     """Safety classifier; True = harmful."""
     classifier_prompt: str | None = None
@@ -228,15 +292,31 @@ class EraseAndCheck(GuardBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self.name, max_erase=self.max_erase)
+        positive(self.name, max_erase=self.max_erase, blocks=self.blocks, max_checks=self.max_checks)
+        if self.blocks > 1 and self.mode != "insertion":
+            raise SpecError(f"guard 'erase-check': blocks={self.blocks} applies to mode 'insertion' only")
 
-    def erased_versions(self, model: ChatModel, prompt: str) -> list[str]:
+    def _units(self, model: ChatModel, prompt: str) -> tuple[list[Any], Callable[[list[Any]], str]]:
         tok = getattr(model, "tokenizer", None)
         if tok is not None:
-            ids = tok(prompt, add_special_tokens=False).input_ids
-            return [tok.decode(ids[:len(ids) - k]) for k in range(min(self.max_erase, len(ids) - 1) + 1)]
-        words = prompt.split()  # text-only backends: erase whitespace-separated words
-        return [" ".join(words[:len(words) - k]) for k in range(min(self.max_erase, len(words) - 1) + 1)]
+            return list(tok(prompt, add_special_tokens=False).input_ids), tok.decode
+        return prompt.split(), " ".join  # text-only backends: erase whitespace-separated words
+
+    def erased_versions(self, model: ChatModel, prompt: str) -> list[str]:
+        """The full request, then every erased version, as text."""
+        return [v for v, _ in self._versions(model, prompt)]
+
+    def _versions(self, model: ChatModel, prompt: str) -> list[tuple[str, int]]:
+        """(text, tokens erased) for every version checked."""
+        units, join = self._units(model, prompt)
+        cost = erase_check_cost(len(units), self.mode, self.max_erase, self.blocks)
+        if cost > self.max_checks:
+            raise SafethinkError(
+                f"guard 'erase-check': mode {self.mode!r} with max_erase={self.max_erase} needs {cost} safety-filter "
+                f"calls on a {len(units)}-token request (max_checks={self.max_checks}); lower max_erase, use "
+                "mode 'suffix', or raise max_checks")
+        return [(join([units[i] for i in kept]), len(units) - len(kept))
+                for kept in erased_subsequences(len(units), self.mode, self.max_erase, self.blocks)]
 
     def _classify(self, model: ChatModel, prompts: list[str], config: GenerationConfig) -> list[bool]:
         if self.classifier is not None:
@@ -248,18 +328,18 @@ class EraseAndCheck(GuardBase):
 
     def generate(self, model: ChatModel, conversations: Sequence[Conversation], config: GenerationConfig,
                  *, progress: ProgressFn | None = None) -> list[GuardedOutput]:
-        versions = [self.erased_versions(model, last_user(c)) for c in conversations]
-        flat = [v for vs in versions for v in vs]
-        flags = self._classify(model, flat, config)
-        harmful, k = [], 0
-        for vs in versions:
-            hits = flags[k:k + len(vs)]
-            harmful.append(next((j for j, h in enumerate(hits) if h), None))
-            k += len(vs)
-        passed = [i for i, h in enumerate(harmful) if h is None]
+        versions = [self._versions(model, last_user(c)) for c in conversations]
+        # different erasures can decode to the same text (repeated tokens): classify each text once
+        unique = list(dict.fromkeys(v for vs in versions for v, _ in vs))
+        flag = dict(zip(unique, self._classify(model, unique, config)))
+        hits = [next(((v, e) for v, e in vs if flag[v]), None) for vs in versions]
+        passed = [i for i, h in enumerate(hits) if h is None]
         comps = dict(zip(passed, run_stage(model, [conversations[i] for i in passed], config, progress=progress)))
         msg = self.message or text("refusal", "default")
-        return [passthrough(comps[i], checked=len(versions[i])) if i in comps
-                else refusal(msg, action="blocked", erased_tokens=harmful[i], checked=len(versions[i]))
-                for i in range(len(conversations))]
-
+        outs = []
+        for i, vs in enumerate(versions):
+            info = {"mode": self.mode, "checked": len(vs)}
+            hit = hits[i]
+            outs.append(passthrough(comps[i], **info) if hit is None else
+                        refusal(msg, action="blocked", erased_tokens=hit[1], flagged_version=hit[0], **info))
+        return outs

@@ -145,12 +145,55 @@ class R2DPrompt(PromptGuard):
         return read_r2d(c, refuse_on_unsafe=self.refuse_on_unsafe)
 
 
+def policy_lines(categories: list[dict[str, str]] | None) -> str:
+    """One ``- id: description`` line per policy rule (default: the SCoT taxonomy in prompts.yaml)."""
+    cats = categories or text("scot_prompt", "categories")
+    return "\n".join(f"- {c['id']}: {c.get('description', '')}".rstrip(": ") for c in cats)
+
+
+@GUARDS.register()
+@dataclass
+class SCoTCheckPrompt(PromptGuard):
+    """SCoT's prompt-only level P1: a system prompt that asks the model to check the request's
+    safety before answering, with no policy and no output format; the answer is shown as is."""
+
+    name: ClassVar[str] = "scot-p1"
+    kind: ClassVar[GuardKind] = "prompt"
+    paper: ClassVar[str] = "https://arxiv.org/abs/2501.19180"
+    prompt_key: ClassVar[str] = "p1"
+
+    system: str | None = None
+    """The instruction (``{categories}`` is filled in where present); default from prompts.yaml."""
+    categories: list[dict[str, str]] | None = None
+    """Policy rules ``[{"id", "description"}]`` for ``{categories}``; default: the SCoT taxonomy."""
+
+    def system_prompt(self) -> str:
+        template = self.system or text("scot_prompt", self.prompt_key)
+        return template.replace("{categories}", policy_lines(self.categories))
+
+    def rewrite(self, conv: Conversation) -> Conversation:
+        return with_system(conv, self.system_prompt())
+
+
+@GUARDS.register()
+@dataclass
+class SCoTPolicyPrompt(SCoTCheckPrompt):
+    """SCoT's prompt-only level P2: P1 with the policy's harm categories listed; the answer is
+    shown as is."""
+
+    name: ClassVar[str] = "scot-p2"
+    prompt_key: ClassVar[str] = "p2"
+
+
 @GUARDS.register()
 @dataclass
 class SCoTPrompt(PromptGuard):
-    """SCoT by prompting (the paper's prompt-only baselines): the format as instructions.
+    """SCoT by prompting, the paper's prompt-only level P3: the full SCoT format as instructions.
+    The answer is read like the ``scot`` guard's: only the text after the response header reaches
+    the user, and a refusal names the violated rules.
 
     ``variant``: ``zero-shot`` (format + policy), ``few-shot`` (plus one worked refusal).
+    Registered as ``scot-prompt`` and (the same guard under its level's name) ``scot-p3``.
     """
 
     name: ClassVar[str] = "scot-prompt"
@@ -167,8 +210,7 @@ class SCoTPrompt(PromptGuard):
 
     def system_prompt(self) -> str:
         cats = self.categories or text("scot_prompt", "categories")
-        lines = "\n".join(f"- {c['id']}: {c.get('description', '')}".rstrip(": ") for c in cats)
-        prompt = text("scot_prompt", "zero_shot").format(categories=lines)
+        prompt = text("scot_prompt", "zero_shot").format(categories=policy_lines(self.categories))
         if self.variant == "few-shot":
             yes = text("scot_prompt", "example_yes")
             reason = text("scot_prompt", "example_reason")
@@ -184,6 +226,14 @@ class SCoTPrompt(PromptGuard):
     def read(self, c: Completion) -> GuardedOutput:
         cats = self.categories or text("scot_prompt", "categories")
         return SCoTReader(self.fmt, self.malformed, known=tuple(cat["id"] for cat in cats)).read(c)
+
+
+@GUARDS.register()
+@dataclass
+class SCoTFormatPrompt(SCoTPrompt):
+    """SCoT's prompt-only level P3 (the ``scot-prompt`` guard under its level's name)."""
+
+    name: ClassVar[str] = "scot-p3"
 
 
 @GUARDS.register()

@@ -70,6 +70,25 @@ def _precision(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
+def _cpu_processes() -> bool:
+    """Whether this run's processes compute on the CPU: no CUDA device, or ``accelerate launch --cpu``.
+
+    Accelerate makes a CPU process group (gloo) only when asked for the CPU explicitly; without it a
+    launch of several processes on a machine without GPUs silently trains each process alone."""
+    import os
+
+    import torch
+
+    forced = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return forced or not torch.cuda.is_available()
+
+
+def _sharding_requested() -> bool:
+    import os
+
+    return any(os.environ.get(k, "").lower() == "true" for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+
+
 def _fsdp_checkpoints() -> bool:
     """Under `accelerate launch` with FSDP's own activation checkpointing (our fsdp.yaml), the
     Trainer's gradient checkpointing must stay off (transformers refuses both)."""
@@ -98,6 +117,16 @@ def _check_report_to(report_to: list[str]) -> None:
     for name in report_to:
         if importlib.util.find_spec(name) is None:
             raise SafethinkError(f"report_to {name!r} needs the {name!r} package: pip install {name}")
+
+
+def _fingerprint(cfg: TrainConfig, model: str, data_hash: str, world_size: int) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint. The batch enters as
+    the global batch (per-device batch x accumulation x processes), so a run started on two
+    processes resumes on one with twice the accumulation, and the other way round."""
+    config = cfg.model_dump(mode="json")
+    global_batch = config.pop("batch_size") * config.pop("grad_accum") * world_size
+    return {"method": cfg.method, "base_model": model, "config": config, "global_batch": global_batch,
+            "data_manifest_hash": data_hash}
 
 
 def _prepare_out(out: Path, fingerprint: dict[str, Any], *, resume: bool, overwrite: bool) -> str | None:
@@ -169,11 +198,14 @@ def train(
     td = load_training_data(data)
     check_method(td.records, cfg.method, str(data))
     base_path = resolve_base_model(model)
-    fingerprint = {"method": cfg.method, "base_model": model, "config": cfg.model_dump(mode="json"),
-                   "data_manifest_hash": td.data_hash}
     from accelerate import PartialState
 
-    state = PartialState()
+    on_cpu = _cpu_processes()
+    state = PartialState(cpu=on_cpu)
+    if on_cpu and state.num_processes > 1 and _sharding_requested():
+        log.warning("FSDP / DeepSpeed need GPUs: on the CPU these %d processes train as plain data parallel "
+                    "(gloo), every rank holding the whole model", state.num_processes)
+    fingerprint = _fingerprint(cfg, model, td.data_hash, state.num_processes)
     with state.main_process_first():  # under `accelerate launch` only rank 0 may clear the directory
         resume_from = _prepare_out(out, fingerprint, resume=resume, overwrite=overwrite and state.is_main_process)
 
@@ -215,7 +247,7 @@ def train(
         **_checkpointing_args(cfg.gradient_checkpointing and not _fsdp_checkpoints()), logging_steps=cfg.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, report_to=list(cfg.report_to) or "none",
-        disable_tqdm=bool(callbacks), optim="adamw_torch",
+        disable_tqdm=bool(callbacks), optim="adamw_torch", use_cpu=on_cpu,
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = SafetyTrainer(
