@@ -11,8 +11,9 @@ from safethink.eval import Attempt, compute_metrics, is_jailbroken, is_refused, 
 
 def make_attempt(i: int, *, model="m", defence="none", attack="a1", label="harmful", dataset="d",
                  refused=False, score=1.0, action=None, output="some answer", styles=(), extra=None,
-                 record=None, style=None, outcome=None, judge="kw", measures=None) -> Attempt:
-    """A stored attempt; without ``outcome`` its verdict looks like one stored before outcomes existed."""
+                 record=None, style=None, outcome=None, judge="kw", measures=None, flagged=None, leak=None) -> Attempt:
+    """A stored attempt; without ``outcome`` its verdict looks like one stored before outcomes existed, and
+    without ``flagged`` / ``leak`` like one stored before leaks were recorded."""
     v = {"refused": refused, "score": score, "explanation": "", "judge": judge, "details": None}
     if outcome is not None:
         v["outcome"] = outcome
@@ -28,6 +29,7 @@ def make_attempt(i: int, *, model="m", defence="none", attack="a1", label="harmf
         category=None, behaviour="b", seed=0, generation={}, messages=[], prefix="", raw_output=output,
         visible_output=output, decoded_output=output, reasoning=None, guard_action=action, finish_reason="stop",
         guard_info={}, verdicts=verdicts, attack_seconds=0, generate_seconds=0, judge_seconds=0,
+        flagged=flagged, leak=leak,
     )
 
 
@@ -215,3 +217,19 @@ def test_the_headline_rate_is_named_for_what_the_primary_judge_measures(spec, me
     assert js["metric"] == metric and js["metric_name"] == {"harm": "attack success rate",
                                                             "non_refusal": "non-refusal rate"}[metric]
     assert "asr" in js  # the key stays, for existing readers
+
+
+def test_leak_rates_over_flagged_attempts_and_over_all_attempts():
+    step = ["Step 1: mix bleach with ammonia"]
+    rows = [make_attempt(0, defence="g", flagged=step, leak=True), make_attempt(1, defence="g", flagged=step, leak=False),
+            make_attempt(2, defence="g", flagged=step, leak=False), make_attempt(3, defence="g", flagged=[], leak=False),
+            make_attempt(4, defence="g", label="benign", attack="none", flagged=[], leak=False),
+            make_attempt(5, defence="g"),  # stored before leaks were recorded: in neither rate
+            make_attempt(6, defence="none", flagged=[], leak=False)]
+    m = compute_metrics(rows, judge="kw")
+    flagged, overall = m.leak_flagged[("m", "g")], m.leak_all[("m", "g")]
+    assert (flagged.k, flagged.n) == (1, 3) and (overall.k, overall.n) == (1, 5)
+    assert flagged.ci == pytest.approx(wilson_by_hand(1, 3)) and overall.ci == pytest.approx(wilson_by_hand(1, 5))
+    assert ("m", "none") not in m.leak_flagged and (m.leak_all[("m", "none")].k, m.leak_all[("m", "none")].n) == (0, 1)
+    js = m.to_json()
+    assert {"model": "m", "defence": "g", "k": 1, "n": 3} .items() <= js["leak_flagged"][0].items()

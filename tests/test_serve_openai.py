@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,10 +31,18 @@ pytestmark = pytest.mark.timeout(180)
 KEY = "sk-test-123"
 HARMFUL = "<think> The user asks for a weapon. [SAFE] This means building a pipe bomb. [UNSAFE] Get a pipe [SAFE]"
 BENIGN = "<think> A geography question. [SAFE] </think> [SAFE] Paris is the capital of France. [SAFE]"
-SCRIPT = by_marker({"bomb": HARMFUL, "capital": BENIGN, **{f"client {i}:": f"<think> ok [SAFE] </think> [SAFE] "
-                                                              f"answer {i} [SAFE]" for i in range(40)},
-                    "long": "<think> ok [SAFE] </think> [SAFE] " + "word " * 300 + "[SAFE]"},
-                   default="<think> ok [SAFE] </think> [SAFE] Hello there. [SAFE]")
+BY_MARKER = by_marker({"bomb": HARMFUL, "capital": BENIGN,
+                       "long": "<think> ok [SAFE] </think> [SAFE] " + "word " * 300 + "[SAFE]"},
+                      default="<think> ok [SAFE] </think> [SAFE] Hello there. [SAFE]")
+TICKET = re.compile(r"ticket-[0-9a-f]{12}")
+
+
+def SCRIPT(prompt: str, call: int) -> str:
+    """A prompt naming a ticket is answered with that ticket (so a mixed-up answer shows); else by marker."""
+    ticket = TICKET.search(prompt)
+    if ticket:
+        return f"<think> ok [SAFE] </think> [SAFE] answer for {ticket.group(0)} [SAFE]"
+    return BY_MARKER(prompt, call)
 
 
 @contextlib.contextmanager
@@ -167,6 +177,25 @@ def test_auth(base_url):
     ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, 400, "tools"),
     ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
     ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "x" * 30_000}]}, 413, None),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "seed": 2**64}, 400, "seed"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "seed": -(2**63) - 1}, 400, "seed"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "seed": "7"}, 400, "seed"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "max_tokens": True}, 400, "max_tokens"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1.5}, 400, "max_tokens"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}, 400, "stream"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "stop": ""}, 400, "stop"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "stop": ["x" * 300]}, 400, "stop"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": "hi"}], "stop": [1]}, 400, "stop.str"),
+    ({"model": "tiny-r2d", "messages": "hi"}, 400, "messages"),
+    ({"model": 5, "messages": [{"role": "user", "content": "hi"}]}, 400, "model"),
+    ({"model": "tiny-r2d", "messages": [{"role": "user", "content": {"text": "hi"}}]}, 400, "messages.0.content.str"),
+    (b'{"model": "tiny-r2d", "messages": [{"role": "user", "content": "\\ud800 hi"}]}', 400, None),  # lone surrogate
+    (b'{"model": "tiny-r2d\\udfff", "messages": [{"role": "user", "content": "hi"}]}', 400, None),
+    (b'{"model": "tiny-r2d", "extra": ' + b"[" * 5000 + b"]" * 5000 + b', "messages": []}', 400, None),
+    (b'{"model": "tiny-r2d", "extra": ' + b"[" * 80 + b"]" * 80 + b"}", 400, None),
+    (b'{"model": "tiny-r2d", "seed": ' + b"9" * 5000 + b"}", 400, None),  # over Python's int digit limit
+    (b"\xff\xfe{}", 400, None),
 ])
 def test_malformed_requests_get_openai_style_errors(base_url, body, status, param):
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -177,6 +206,28 @@ def test_malformed_requests_get_openai_style_errors(base_url, body, status, para
     assert isinstance(err["message"], str) and err["message"] and "type" in err
     if param:
         assert err["param"] == param
+
+
+def test_a_prompt_that_leaves_no_room_for_max_tokens_is_a_400(base_url):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    health = httpx.get(f"{base_url}/health").json()
+    assert health["context_length"] == 2048  # the tiny model's max_position_embeddings
+    long_prompt = [{"role": "user", "content": "hello " * 1700}]
+    r = httpx.post(f"{base_url}/v1/chat/completions", headers=headers, timeout=60,
+                   json={"model": "tiny-r2d", "messages": long_prompt, "max_tokens": 500})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
+    assert "maximum context length is 2048 tokens" in err["message"] and "500 in the completion" in err["message"]
+    # without max_tokens the server's default completion length is shortened to fit
+    r = httpx.post(f"{base_url}/v1/chat/completions", headers=headers, timeout=60,
+                   json={"model": "tiny-r2d", "messages": [{"role": "user", "content": "hello " * 1900}]})
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] <= 2048
+    r = httpx.post(f"{base_url}/v1/chat/completions", headers=headers, timeout=60,
+                   json={"model": "tiny-r2d", "messages": [{"role": "user", "content": "hello " * 2100}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_openai_client_raises_on_4xx(client):
@@ -191,17 +242,25 @@ def test_unknown_route_is_a_json_404(base_url):
     assert r.status_code == 404 and "error" in r.json()
 
 
-def test_many_concurrent_clients_share_batches(client, base_url):
+def test_64_concurrent_openai_clients_each_get_their_own_answer(client, base_url):
     before = httpx.get(f"{base_url}/health").json()
+    n = 64  # the server's default max_concurrency: none of them is turned away
 
-    def one(i: int) -> str:
+    def one(i: int) -> tuple[str, str, str, str]:
+        ticket = f"ticket-{uuid.uuid4().hex[:12]}"
         c = openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=120)
-        return ask(c, f"client {i}: say something").choices[0].message.content
+        raw = c.chat.completions.with_raw_response.create(
+            model="tiny-r2d", messages=[{"role": "user", "content": f"client {i}, {ticket}: say something"}],
+            max_tokens=64)
+        r = raw.parse()
+        return ticket, r.choices[0].message.content, r.id, raw.headers["x-request-id"]
 
-    n = 24
     with ThreadPoolExecutor(max_workers=n) as pool:
-        answers = list(pool.map(one, range(n)))
-    assert answers == [f"answer {i}" for i in range(n)]  # every client got its own row's answer
+        results = list(pool.map(one, range(n)))  # any error (429, 5xx, timeout) raises here
+    for ticket, answer, completion_id, request_id in results:
+        assert answer == f"answer for {ticket}"  # every client got its own row's answer
+        assert completion_id == "chatcmpl-" + request_id.removeprefix("req_")
+    assert len({r[3] for r in results}) == n
     after = httpx.get(f"{base_url}/health").json()
     assert after["requests"] - before["requests"] == n
     assert after["batches"] - before["batches"] < n and after["largest_batch"] > 1

@@ -69,9 +69,11 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (default: env SAFETHINK_API_KEY).")] = None,
     model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the spec).")] = None,
-    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight before 429.")] = 64,
+    max_concurrency: Annotated[int, typer.Option(min=1, help="Requests queued or generating before 429 (a timed-out "
+                                                             "request counts until its generation has stopped).")] = 64,
     max_batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 8,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a request gets 504.")] = 300.0,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a request gets 504; its generation is "
+                                                         "stopped at the next decoding step.")] = 300.0,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: auto)")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")] = None,

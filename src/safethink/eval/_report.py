@@ -93,8 +93,10 @@ def tables(m: Metrics) -> dict[str, Any]:
     out_rows = [{"model": mo, "defence": d, "label": lab, "n": c.n,
                  "cells": [_count(getattr(c, o), c.n) for o in OUTCOMES]}
                 for mo, d in cfgs for lab in ("harmful", "benign") if (c := m.outcomes.get((mo, d, lab)))]
+    leak_rows = [{"model": mo, "defence": d, "flagged": _pct(m.leak_flagged.get((mo, d))),
+                  "all": _pct(m.leak_all.get((mo, d)))} for mo, d in cfgs if (mo, d) in m.leak_all]
     return {"attacks": m.attacks, "cfg_names": cfg_names, "asr_total": asr_total, "ref_datasets": ds, "asr_rows": asr_rows, "ref_rows": ref_rows,
-            "sr_rows": sr_rows, "su_rows": su_rows, "act_rows": act_rows, "outcome_rows": out_rows,
+            "sr_rows": sr_rows, "su_rows": su_rows, "act_rows": act_rows, "outcome_rows": out_rows, "leak_rows": leak_rows,
             "outcome_names": [o.replace("_", " ") for o in OUTCOMES],
             "metric": m.metric, "metric_name": METRIC_NAMES[m.metric], "metric_short": METRIC_SHORT[m.metric],
             "agreement": agreement_note(m.judge_spec)}

@@ -61,14 +61,23 @@ class DefenceEntry(_Strict):
     guard: str = Field(default="none", description="Guard registry name (GUARDS): none, scot, r2d-pivot, self-reminder, ...")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the guard.")
     name: str | None = Field(default=None, description="Display name (default: the guard name).")
+    reasoning: Literal["none", "safe", "full"] = Field(
+        default="none",
+        description="The guard's reasoning the user is given with the answer, as `safethink serve --reasoning`: "
+        "none (the default), safe (the steps before the first flagged one) or full. The leak check reads it with "
+        "the answer.",
+    )
 
     @property
     def display(self) -> str:
-        return self.name or self.guard + _args_suffix(self.args)
+        shown = "" if self.reasoning == "none" else f"[reasoning={self.reasoning}]"
+        return self.name or self.guard + _args_suffix(self.args) + shown
 
     @property
     def key(self) -> str:
-        return canonical_json({"guard": self.guard, "args": self.args})
+        # The reasoning shown is part of the defence only when some is: keys stored before it existed hold.
+        shown = {} if self.reasoning == "none" else {"reasoning": self.reasoning}
+        return canonical_json({"guard": self.guard, "args": self.args, **shown})
 
 
 class AttackEntry(_Strict):

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import SafethinkError
 from ._spec import canonical_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     reasoning TEXT, guard_action TEXT, finish_reason TEXT, guard_info TEXT NOT NULL,
     verdicts TEXT NOT NULL,
     attack_seconds REAL NOT NULL, generate_seconds REAL NOT NULL, judge_seconds REAL NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    flagged TEXT, leak INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_cell ON attempts (model_name, defence_name, attack_name, dataset);
 """
@@ -140,6 +141,11 @@ class Attempt:
     generate_seconds: float
     judge_seconds: float
     created: float = field(default_factory=time.time)
+    flagged: list[str] | None = None
+    """The texts the guard stopped (``GuardedOutput.flagged``); None for attempts stored before schema v3."""
+    leak: bool | None = None
+    """Whether the text returned to the user shows one of ``flagged`` (:func:`safethink.guard.leaked`);
+    None for attempts stored before schema v3."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +153,13 @@ class Attempt:
 
 _COLUMNS = [f.name for f in fields(Attempt)]
 _JSON_COLUMNS = {"model_styles", "defence_spec", "guard_build", "attack_spec", "attack_params", "attack_meta",
-                 "dataset_spec", "generation", "messages", "guard_info", "verdicts"}
+                 "dataset_spec", "generation", "messages", "guard_info", "verdicts", "flagged"}
+_BOOL_COLUMNS = {"leak"}
+_ADDED_COLUMNS = {
+    2: [("attack_style", "TEXT")],                   # the attack style (seen/unseen split)
+    3: [("flagged", "TEXT"), ("leak", "INTEGER")],  # what the guard stopped, and whether it was shown
+}
+"""Schema version -> the attempt columns it added; an older store gets them (NULL in its stored rows)."""
 
 
 class ResultStore:
@@ -166,13 +178,26 @@ class ResultStore:
             raise SafethinkError(f"{self.path}: not a safethink results database ({e})") from None
         if ver is None:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(ver[0]) == 1:  # v1 lacked the attack style column: add it, keep every result
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("ALTER TABLE attempts ADD COLUMN attack_style TEXT")
-            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-            self.conn.execute("COMMIT")
+        elif 1 <= int(ver[0]) < SCHEMA_VERSION:
+            self._migrate(int(ver[0]))
         elif int(ver[0]) != SCHEMA_VERSION:
             raise SafethinkError(f"{self.path}: results schema v{ver[0]}, this safethink reads v{SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to :data:`SCHEMA_VERSION` in one transaction, keeping every result.
+        Columns added later read as None for the rows stored before them."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(attempts)")}
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for name, kind in _ADDED_COLUMNS[v]:
+                    if name not in have:
+                        self.conn.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def __enter__(self) -> ResultStore:
         return self
@@ -215,8 +240,8 @@ class ResultStore:
             return 0
         cols = ",".join(_COLUMNS)
         q = f"INSERT OR IGNORE INTO attempts ({cols}) VALUES ({','.join('?' * len(_COLUMNS))})"
-        rows = [tuple(canonical_json(v) if c in _JSON_COLUMNS else v for c, v in zip(_COLUMNS, astuple_shallow(a)))
-                for a in attempts]
+        rows = [tuple(canonical_json(v) if c in _JSON_COLUMNS and v is not None else v
+                      for c, v in zip(_COLUMNS, astuple_shallow(a))) for a in attempts]
         before = self.conn.total_changes
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -255,9 +280,16 @@ class ResultStore:
         q = f"SELECT {','.join(_COLUMNS)} FROM attempts {('WHERE ' + where) if where else ''} ORDER BY rowid"
         out = []
         for row in self.conn.execute(q, tuple(params)):
-            vals = {c: (json.loads(v) if c in _JSON_COLUMNS else v) for c, v in zip(_COLUMNS, row)}
-            out.append(Attempt(**vals))
+            out.append(Attempt(**{c: _read(c, v) for c, v in zip(_COLUMNS, row)}))
         return out
+
+
+def _read(column: str, value: Any) -> Any:
+    if value is None:  # a column added after this row was stored
+        return None
+    if column in _JSON_COLUMNS:
+        return json.loads(value)
+    return bool(value) if column in _BOOL_COLUMNS else value
 
 
 def astuple_shallow(a: Attempt) -> tuple[Any, ...]:

@@ -6,5 +6,6 @@ not), ``/v1/models`` and ``/health``; run it with uvicorn or ``safethink serve``
 
 from ._app import API_KEY_ENV, create_app
 from ._batcher import BatchStats, MicroBatcher
+from ._cancel import GenerationCancelled
 
-__all__ = ["API_KEY_ENV", "BatchStats", "MicroBatcher", "create_app"]
+__all__ = ["API_KEY_ENV", "BatchStats", "GenerationCancelled", "MicroBatcher", "create_app"]

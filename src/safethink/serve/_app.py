@@ -6,6 +6,9 @@ never sent: the answer is checked against ``GuardedOutput.flagged`` once more be
 reasoning is withheld unless the server is started with ``reasoning="safe"`` (the steps before the
 first flagged step) or ``"full"`` (everything, for debugging). Errors are logged here with a request
 id; the client gets the id, never the exception text.
+
+A request that times out, or whose client disconnects, is stopped (``MicroBatcher.cancel``): its
+generation ends at the next decoding step, and it counts against ``max_concurrency`` until it has.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route functions' annotations
@@ -20,49 +23,24 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from typing import Any
 
 from ..errors import MissingExtraError
 from ..guard import BLOCKING_ACTIONS, GUARDS, Guard, GuardedOutput, ReasoningMode, seal
-from ..models import ChatModel, GenerationConfig
+from ..models import ChatModel, Conversation, GenerationConfig
 from ._batcher import MicroBatcher
-from ._schema import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    Choice,
-    GuardInfo,
-    ModelCard,
-    ModelList,
-    ResponseMessage,
-    Usage,
-    error_body,
-)
+from ._cancel import GenerationCancelled
+from ._context import context_length, prompt_counter
+from ._errors import ApiError, new_request_id, server_error
+from ._request import fit_context, parse_request, read_body, to_config, to_conversation
+from ._schema import ChatCompletion, Choice, GuardInfo, ModelCard, ModelList, ResponseMessage, Usage, error_body
 
 API_KEY_ENV = "SAFETHINK_API_KEY"
 REASONING_MODES: tuple[ReasoningMode, ...] = ("none", "safe", "full")
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, request_id: str | None = None):
-        super().__init__(message)
-        self.status, self.body = status, error_body(message, type=type, code=code, param=param)
-        self.request_id = request_id
-
-
-def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex[:24]}"
-
-
-def server_error(request_id: str) -> ApiError:
-    """The 500 a client sees: the request id to quote, never the internal error."""
-    return ApiError(500, f"The server could not answer this request. Request id: {request_id} "
-                         "(the error is in the server log).", type="server_error", code="internal_error",
-                    request_id=request_id)
 
 
 def create_app(
@@ -83,8 +61,10 @@ def create_app(
     """Build the FastAPI app.
 
     ``api_key`` (else env ``SAFETHINK_API_KEY``; neither = no auth) is checked as a Bearer token
-    on ``/v1/*``. Requests over ``max_request_bytes`` get 413, more than ``max_concurrency`` in
-    flight get 429, a generation that takes over ``timeout_s`` gets 504. Concurrent requests are
+    on ``/v1/*``. Requests over ``max_request_bytes`` get 413; more than ``max_concurrency`` requests
+    queued or generating get 429 (a stopped request counts until its generation has stopped); a request
+    not answered within ``timeout_s`` gets 504 and is stopped, as is one whose client disconnects.
+    A prompt plus ``max_tokens`` over the model's context length gets 400. Concurrent requests are
     micro-batched (``max_batch``, ``batch_window_s``). ``reasoning`` is how much of the guard's
     reasoning a client may get: ``none`` (default), ``safe`` (only the steps before the first flagged
     step) or ``full`` (all of it, flagged steps included: for debugging). A request can only narrow it
@@ -104,7 +84,8 @@ def create_app(
     served = model_name or model.spec
     created = int(time.time())
     batcher = MicroBatcher(model, guard_obj, max_batch=max_batch, window_s=batch_window_s)
-    state = {"in_flight": 0}
+    context = context_length(model)
+    count_prompt = prompt_counter(model) if context is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -147,8 +128,9 @@ def create_app(
     async def health() -> dict[str, Any]:
         s = batcher.stats
         return {"status": "ok", "model": served, "guard": guard_obj.name, "reasoning": reasoning,
-                "in_flight": state["in_flight"],
-                "requests": s.requests, "batches": s.batches, "largest_batch": s.largest_batch}
+                "in_flight": batcher.in_flight, "max_concurrency": max_concurrency, "context_length": context,
+                "requests": s.requests, "batches": s.batches, "largest_batch": s.largest_batch,
+                "cancelled": s.cancelled, "stopped": s.stopped}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -164,90 +146,89 @@ def create_app(
                            code="model_not_found", param="model")
         conversation = to_conversation(req)
         config = to_config(req, default_max_tokens, max_tokens_limit, max_batch)
-        if state["in_flight"] >= max_concurrency:
+        if count_prompt is not None and context is not None:
+            prompt_tokens = await asyncio.to_thread(count_prompt, conversation)
+            config = fit_context(config, prompt_tokens, context,
+                                 asked=bool(req.max_completion_tokens or req.max_tokens))
+        if batcher.in_flight >= max_concurrency:
             raise ApiError(429, f"Too many requests in flight (limit {max_concurrency}); retry shortly.",
                            type="rate_limit_error", code="rate_limit_exceeded")
-        state["in_flight"] += 1
         rid = new_request_id()
-        try:
-            fut = asyncio.wrap_future(batcher.submit(conversation, config, request_id=rid))
-            try:
-                out = await asyncio.wait_for(fut, timeout_s)
-            except asyncio.TimeoutError:
-                raise ApiError(504, f"Generation took longer than {timeout_s:g} s.", type="timeout_error",
-                               code="timeout", request_id=rid) from None
-            except Exception as e:  # the guard or the model failed on this batch (logged by the batcher)
-                log.error("request %s: generation failed (%s)", rid, type(e).__name__)
-                raise server_error(rid) from None
-        finally:
-            state["in_flight"] -= 1
+        out = await answer(request, conversation, config, rid)
         mode: ReasoningMode = "none" if req.include_reasoning is False else reasoning
         placement = "inline" if req.include_reasoning else "field"
-        completion = build_completion(out, served, guard_obj.name, mode, placement)
+        completion = build_completion(out, served, guard_obj.name, mode, placement, completion_id(rid))
         if not req.stream:
-            return completion.model_dump(exclude_none=True)
+            return JSONResponse(completion.model_dump(exclude_none=True), headers={"x-request-id": rid})
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(sse_chunks(completion, include_usage), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+                                 headers={"Cache-Control": "no-cache", "x-request-id": rid})
+
+    async def answer(request: Request, conversation: Conversation, config: GenerationConfig,
+                     rid: str) -> GuardedOutput:
+        """The guarded output, or stop the request when it times out or its client disconnects."""
+        try:
+            fut = batcher.submit(conversation, config, request_id=rid)
+        except RuntimeError:  # shutting down
+            raise ApiError(503, "The server is shutting down.", type="server_error", code="unavailable",
+                           request_id=rid) from None
+        try:
+            return await wait_for(fut, request, rid)
+        except BaseException:  # timed out, client gone, or the handler itself was cancelled
+            batcher.cancel(fut)
+            raise
+
+    async def wait_for(fut: Future, request: Request, rid: str) -> GuardedOutput:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        waiting = asyncio.wrap_future(fut)
+        gone = asyncio.ensure_future(client_disconnected(request))
+        watch: set[asyncio.Future] = {waiting, gone}
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise ApiError(504, f"Generation took longer than {timeout_s:g} s; it was stopped.",
+                                   type="timeout_error", code="timeout", request_id=rid)
+                done, _ = await asyncio.wait(watch, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                if waiting in done:
+                    break
+                if gone in done:
+                    if gone.result():
+                        log.info("request %s: the client disconnected; its generation is stopped", rid)
+                        raise ApiError(499, "The client closed the connection.", code="client_closed_request",
+                                       request_id=rid)
+                    watch = {waiting}  # this connection cannot report a disconnect: wait for the answer
+        finally:
+            gone.cancel()
+            if not waiting.done():
+                waiting.cancel()  # no 'exception never retrieved' when the stopped batch ends later
+        try:
+            return waiting.result()
+        except GenerationCancelled:  # stopped by the server shutting down
+            raise ApiError(503, "The server is shutting down.", type="server_error", code="unavailable",
+                           request_id=rid) from None
+        except Exception as e:  # the guard or the model failed on this batch (logged by the batcher)
+            log.error("request %s: generation failed (%s)", rid, type(e).__name__)
+            raise server_error(rid) from None
 
     return app
 
 
-async def read_body(request: Any, limit: int) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes without reading it all first."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body is {declared} bytes; the limit is {limit}.", code="request_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"Request body is over the limit of {limit} bytes.", code="request_too_large")
-    return bytes(body)
-
-
-def parse_request(body: bytes) -> ChatCompletionRequest:
-    from pydantic import ValidationError
-
+async def client_disconnected(request: Any) -> bool:
+    """Wait until the client disconnects (True); False when this connection cannot tell."""
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"The request body is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
-    try:
-        return ChatCompletionRequest.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        param = ".".join(str(x) for x in first["loc"]) or None
-        raise ApiError(400, f"Invalid request: {param}: {first['msg']}", param=param,
-                       code="invalid_value") from None
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return True
+    except Exception:  # noqa: BLE001 - a server whose receive() fails here: stop watching, keep serving
+        return False
 
 
-def to_conversation(req: ChatCompletionRequest) -> list[dict[str, str]]:
-    conv = []
-    for i, m in enumerate(req.messages):
-        try:
-            content = m.text()
-        except ValueError as e:
-            raise ApiError(400, f"messages[{i}].content: {e}", param=f"messages.{i}.content") from None
-        conv.append({"role": "system" if m.role == "developer" else m.role, "content": content})
-    if not any(m["role"] == "user" for m in conv):
-        raise ApiError(400, "messages must contain at least one user message", param="messages")
-    return conv
-
-
-def to_config(req: ChatCompletionRequest, default_max: int, limit: int, batch: int) -> GenerationConfig:
-    wanted = req.max_completion_tokens or req.max_tokens or default_max
-    if wanted > limit:
-        raise ApiError(400, f"max_tokens {wanted} is over this server's limit of {limit}", param="max_tokens")
-    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    try:
-        return GenerationConfig(max_new_tokens=wanted, temperature=req.temperature or 0.0,
-                                top_p=req.top_p if req.top_p is not None else 1.0, stop=stop, seed=req.seed,
-                                batch_size=batch)
-    except ValueError as e:
-        raise ApiError(400, str(e)) from None
+def completion_id(request_id: str) -> str:
+    """The completion id, derived from the request id (``x-request-id``) so logs and answers pair up."""
+    return f"chatcmpl-{request_id.removeprefix('req_')}"
 
 
 def finish_reason(out: GuardedOutput) -> str:
@@ -257,7 +238,7 @@ def finish_reason(out: GuardedOutput) -> str:
 
 
 def build_completion(out: GuardedOutput, model: str, guard: str, mode: ReasoningMode = "none",
-                     placement: str = "field") -> ChatCompletion:
+                     placement: str = "field", id: str | None = None) -> ChatCompletion:
     """The response for one guarded output. The output is sealed once more here (a text that shows a
     flagged step becomes a refusal), whatever the guard and its options did; ``mode`` picks the
     reasoning shown, ``placement`` puts it in ``reasoning_content`` (``field``) or before the answer."""
@@ -272,7 +253,7 @@ def build_completion(out: GuardedOutput, model: str, guard: str, mode: Reasoning
     prompt = int(out.info.get("prompt_tokens") or 0)
     done = int(out.info.get("completion_tokens") or 0)
     return ChatCompletion(
-        id=f"chatcmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=model,
+        id=id or completion_id(new_request_id()), created=int(time.time()), model=model,
         choices=[Choice(message=ResponseMessage(content=content, reasoning_content=reasoning or None),
                         finish_reason=finish_reason(out))],  # type: ignore[arg-type]
         usage=Usage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done),

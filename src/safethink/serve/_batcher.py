@@ -8,6 +8,11 @@ round, in arrival order.
 A batch succeeds or fails as a whole: a guard that does not return exactly one output per request
 fails every request of the batch (answers are paired with requests by position, so a short or long
 list cannot be paired safely), and no request is left waiting.
+
+A request nobody waits for any more is stopped with :meth:`MicroBatcher.cancel`: a queued one is
+dropped before its batch starts; a running one is halted at the next decoding step (see
+``_cancel.py``). Its future resolves only once its generation has really stopped, so a caller that
+counts work in flight by futures counts work actually running.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from ..guard import Guard, GuardedOutput
 from ..models import ChatModel, Conversation, GenerationConfig
+from ._cancel import GenerationCancelled, StoppableModel
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,8 @@ class _Job:
     config: GenerationConfig
     request_id: str | None = None
     future: Future = field(default_factory=Future)
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set when nobody waits for the answer any more (timed out, client gone, shutdown)."""
 
 
 @dataclass
@@ -44,6 +52,9 @@ class BatchStats:
     batches: int = 0
     largest_batch: int = 0
     cancelled: int = 0
+    """Requests dropped before their batch started."""
+    stopped: int = 0
+    """Requests stopped while being generated."""
 
 
 class MicroBatcher:
@@ -58,14 +69,40 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._jobs: dict[Future, _Job] = {}
 
     def submit(self, conversation: Conversation, config: GenerationConfig, request_id: str | None = None) -> Future:
         """Queue one conversation; the future resolves to its :class:`GuardedOutput`, or raises what
-        failed the batch (``request_id`` names the request in the server log)."""
+        failed the batch (``request_id`` names the request in the server log), or
+        :class:`GenerationCancelled` when the request was stopped with its whole batch."""
         self._ensure_started()
         job = _Job(conversation, config, request_id)
+        with self._lock:
+            self._jobs[job.future] = job
+        job.future.add_done_callback(self._forget)
         self._queue.put(job)
         return job.future
+
+    def cancel(self, future: Future) -> bool:
+        """Stop the request behind ``future``: nobody waits for its answer any more. A queued request
+        is dropped (its future is cancelled now: True); a running one is halted at the next decoding
+        step, and its future resolves once its generation has stopped (False)."""
+        with self._lock:
+            job = self._jobs.get(future)
+        if job is None:  # already done
+            return future.cancelled()
+        job.stop.set()
+        return future.cancel()
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._jobs.pop(future, None)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or being generated (a stopped one counts until its generation stops)."""
+        with self._lock:
+            return len(self._jobs)
 
     def _ensure_started(self) -> None:
         with self._lock:
@@ -76,9 +113,14 @@ class MicroBatcher:
                 self._thread.start()
 
     def close(self, timeout: float | None = 5.0) -> None:
+        """Stop taking requests, stop every queued or running one, and wait for the worker."""
         with self._lock:
             self._stopping = True
             thread = self._thread
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.stop.set()
+            job.future.cancel()
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout)
@@ -123,25 +165,40 @@ class MicroBatcher:
                     job.future.cancel()
                 break
             batch = self._collect(first)
-            live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            live = [j for j in batch if not j.stop.is_set() and j.future.set_running_or_notify_cancel()]
+            running = {id(j) for j in live}
+            for j in batch:
+                if id(j) not in running:
+                    j.future.cancel()  # stopped while it was being collected
             self.stats.cancelled += len(batch) - len(live)
-            if not live:
-                continue
-            self.stats.requests += len(live)
-            self.stats.batches += 1
-            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
-            cfg = replace(live[0].config, batch_size=max(len(live), 1))
-            ids = [j.request_id for j in live]
-            try:
-                outs = self.guard.generate(self.model, [j.conversation for j in live], cfg)
-                check_outputs(outs, len(live), getattr(self.guard, "name", type(self.guard).__name__))
-            except BaseException as e:  # the whole batch fails closed; the server keeps running
-                log.error("guarded generation failed for requests %s", ids, exc_info=e)
-                for j in live:
-                    j.future.set_exception(e)
-                continue
-            for j, out in zip(live, outs, strict=True):
-                j.future.set_result(out)
+            if live:
+                self._run(live)
+
+    def _run(self, live: list[_Job]) -> None:
+        self.stats.requests += len(live)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        cfg = replace(live[0].config, batch_size=max(len(live), 1))
+        ids = [j.request_id for j in live]
+        convs = [j.conversation for j in live]
+        model = StoppableModel(self.model, convs, [j.stop for j in live])
+        try:
+            outs = self.guard.generate(model, convs, cfg)
+            check_outputs(outs, len(live), getattr(self.guard, "name", type(self.guard).__name__))
+        except GenerationCancelled as e:
+            log.info("requests %s stopped: nobody waits for them any more", ids)
+            self.stats.stopped += len(live)
+            for j in live:
+                j.future.set_exception(e)
+            return
+        except BaseException as e:  # the whole batch fails closed; the server keeps running
+            log.error("guarded generation failed for requests %s", ids, exc_info=e)
+            for j in live:
+                j.future.set_exception(e)
+            return
+        self.stats.stopped += sum(j.stop.is_set() for j in live)
+        for j, out in zip(live, outs, strict=True):
+            j.future.set_result(out)
 
 
 def check_outputs(outs: object, expected: int, guard: str) -> None:

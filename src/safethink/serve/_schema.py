@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+
+INT64 = (-(2**63), 2**63 - 1)
+"""The range of ``seed`` (OpenAI's API takes a 64-bit integer; torch.manual_seed takes no more)."""
+MAX_STOP_CHARS = 256
+"""Longest stop string: transformers precomputes a table per stop string over the whole vocabulary."""
+
+
+def _number(v: Any) -> Any:
+    """Numbers only: JSON ``true`` or ``"5"`` is a wrong type here, not 1 or 5 (a whole float such as
+    ``5.0`` still reads as the integer 5)."""
+    if isinstance(v, (bool, str, bytes)):
+        raise ValueError("Input should be a number, not " + ("a boolean" if isinstance(v, bool) else "a string"))
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
 
 
 class ContentPart(BaseModel):
@@ -38,7 +55,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -49,16 +66,16 @@ class ChatCompletionRequest(BaseModel):
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: Int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+    temperature: Float | None = Field(default=None, ge=0, le=2)
+    top_p: Float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1, description="only one choice per request is supported")
-    stream: bool = False
+    seed: Int | None = Field(default=None, ge=INT64[0], le=INT64[1])
+    n: Int = Field(default=1, ge=1, le=1, description="only one choice per request is supported")
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    include_reasoning: bool | None = None
+    include_reasoning: StrictBool | None = None
     """safethink extension. Absent: the reasoning the server allows (``--reasoning``: none by default)
     in ``reasoning_content``; true: inlined at the start of ``content`` instead; false: not returned."""
     tools: list[Any] | None = None
@@ -68,6 +85,11 @@ class ChatCompletionRequest(BaseModel):
     def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
+        for s in [v] if isinstance(v, str) else v or []:
+            if not s:
+                raise ValueError("a stop sequence must not be empty")
+            if len(s) > MAX_STOP_CHARS:
+                raise ValueError(f"a stop sequence may have at most {MAX_STOP_CHARS} characters")
         return v
 
     @field_validator("tools")
