@@ -54,7 +54,9 @@ ROWS = [
 
 
 def write(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    """JSONL lines: objects, raw text, or raw bytes (to write what is not UTF-8)."""
+    path.write_bytes(b"".join((r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode())
+                              + b"\n" for r in rows))
     return path
 
 
@@ -107,8 +109,48 @@ def test_resumes_from_partial(tmp_path, cli):
     assert "marker" not in read(out)[0]
 
 
+def test_resume_keeps_complete_lines_after_a_torn_one(tmp_path, cli):
+    """A torn line (cut mid-way, even inside a UTF-8 character) is dropped alone: the complete lines
+    after it are kept, and only its input line is judged again."""
+    from safethink.cli._judge import _partial_header
+
+    inp, out = write(tmp_path / "in.jsonl", ROWS), tmp_path / "out.jsonl"
+    header = _partial_header(inp, "keyword-jbb")
+
+    def done(n: int) -> bytes:
+        row = {**ROWS[n - 1], "refused": False, "score": 1.0, "judge": "keyword-jbb", "marker": n, "note": "é"}
+        return json.dumps({"line": n, "row": row}, ensure_ascii=False).encode() + b"\n"
+
+    torn = done(2)[:-5]  # cut between the two bytes of "é": not even UTF-8
+    assert torn.endswith(b"\xc3")
+    (tmp_path / "out.jsonl.partial").write_bytes(json.dumps(header).encode() + b"\n" + done(1) + torn + b"\n"
+                                                 + done(3))
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    assert code == 0, err
+    assert "resuming: 2 of 3" in err
+    rows = read(out)
+    assert [r.get("marker") for r in rows] == [1, None, 3]  # line 3 kept, line 2 judged again
+    assert rows[1]["refused"] is True and rows[1]["judge"] == "keyword-jbb"
+
+
+def test_checkpoint_lines_run_together_by_an_old_resume_lose_only_that_line(tmp_path, cli):
+    from safethink.cli._judge import _partial_header
+
+    inp, out = write(tmp_path / "in.jsonl", ROWS), tmp_path / "out.jsonl"
+    header = _partial_header(inp, "keyword-jbb")
+    rows = [{"line": n, "row": {**ROWS[n - 1], "refused": False, "score": 1.0, "judge": "keyword-jbb", "marker": n}}
+            for n in (1, 2, 3)]
+    text = (json.dumps(header) + "\n" + json.dumps(rows[0]) + "\n" + '{"line": 9, "ro'  # torn, then appended to
+            + json.dumps(rows[1]) + "\n" + json.dumps(rows[2]) + "\n")
+    (tmp_path / "out.jsonl.partial").write_text(text, encoding="utf-8")
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    assert code == 0 and "resuming: 2 of 3" in err
+    assert [r.get("marker") for r in read(out)] == [1, None, 3]
+
+
 @pytest.mark.parametrize(("lines", "line_no", "needle"), [
     ([ROWS[0], "{not json"], 2, "bad JSON"),
+    ([ROWS[0], ROWS[1], b'{"prompt": "caf\xe9", "response": "r"}'], 3, "not valid UTF-8 (bytes e9 22 2c 20 at byte offset"),
     ([ROWS[0], ROWS[1], {"prompt": "p"}], 3, "expected a string 'response' (missing)"),
     ([{"prompt": 3, "response": "r"}], 1, "expected a string 'prompt' (a int)"),
     ([ROWS[0], "[1, 2]"], 2, "expected a JSON object"),

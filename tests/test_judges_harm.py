@@ -205,15 +205,17 @@ def test_harmbench_classifier_prompt_escapes_forged_fields(server):
     assert html.unescape(neutralise_markers(evil, ["Rules", "Answer"])) == evil
 
 
-def test_harmbench_classifier_bad_replies(server):
+def test_harmbench_classifier_bad_replies(server, monkeypatch):
+    monkeypatch.setenv("SAFETHINK_HTTP_BACKOFF_BASE_S", "0.01")  # a reply that is not the API is retried
     server.complete = lambda body: "Maybe"
     j = JUDGES.create("harmbench", model=server.spec("cls"), template="model", max_retries=3)
     v = j.judge([HARMFUL])
     assert v[0].details["unparsed"] is True and v[0].details["reply"] == "Maybe"
     assert len(server.requests) == 1 and j.counts["unparsed"] == 1
     server.complete = lambda body: {"error": "not the API"}
-    with pytest.raises(EndpointError, match="no choices"):  # a broken endpoint is not a verdict
+    with pytest.raises(EndpointError, match="gave up after 6 attempts.*no choices"):  # not a verdict
         j.judge([HARMFUL])
+    assert len(server.requests) == 1 + 6  # the first attempt and the default 5 retries
 
 
 def test_completions_route_missing_is_an_endpoint_error(server):

@@ -19,7 +19,8 @@ import pytest
 
 from safethink.errors import BackendError
 from safethink.models import GenerationConfig, TokenEvent
-from safethink.models._openai import OpenAIChatModel, retry_after_s
+from safethink.models._http import retry_after_s
+from safethink.models._openai import OpenAIChatModel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,16 +56,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: dict, action):
         srv = self.server
-        if self.path != "/v1/chat/completions":
+        if self.path not in ("/v1/chat/completions", "/v1/completions"):
             return self._json(404, {"error": {"message": f"no route {self.path}"}})
         if action is not None:
             kind = action[0]
             if kind == "status":
                 _, code, headers, payload = action
                 return self._json(code, payload, headers)
+            if kind == "raw":  # a body that is not JSON (a proxy's error page, a truncated reply)
+                _, code, raw = action
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+                return
             if kind == "stall":
                 time.sleep(action[1])
         time.sleep(srv.delay_s)
+        if self.path == "/v1/completions":
+            text = "completed: " + body["prompt"]
+            return self._json(200, {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                                    "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
         text = answer_for(body)
         if body.get("stream"):
             return self._stream(text, body)
@@ -311,3 +324,106 @@ def test_load_model_routes_openai_specs(server):
     m = load_model(f"openai:echo-model@{server.url}", max_retries=0)
     assert isinstance(m, OpenAIChatModel) and m.spec == f"openai:echo-model@{server.url}"
     assert m.generate(CONVS[:1])[0].text == "echo: question 0"
+
+
+# -- the shared client: retry policy, malformed replies, the completions route, the teacher's client --
+
+def test_malformed_json_is_retried(server):
+    server.plan = [("raw", 200, b'{"choices": [{"message": '), ("raw", 200, b"\xff\xfe not json"),
+                   ("status", 200, {}, {"object": "error"})]  # cut short, not UTF-8, not the API
+    out = model(server).generate(CONVS[:1])
+    assert out[0].text == "echo: question 0" and len(server.requests) == 4
+
+
+def test_malformed_json_through_every_retry_is_an_endpoint_error(server):
+    from safethink.errors import EndpointError
+
+    server.plan = [("raw", 200, b"<html>bad gateway</html>")] * 3
+    with pytest.raises(EndpointError, match=r"/v1/chat/completions: gave up after 3 attempts.*not JSON") as e:
+        model(server, max_retries=2).generate(CONVS[:1])
+    assert e.value.url == server.url
+
+
+@pytest.mark.parametrize("code", [401, 403, 404, 400, 422])
+def test_client_errors_name_url_and_status(server, code):
+    from safethink.errors import EndpointError
+
+    server.plan = [("status", code, {}, {"error": {"message": "nope"}})]
+    with pytest.raises(BackendError) as e:
+        model(server).generate(CONVS[:1])
+    assert f"{server.url}/chat/completions" in str(e.value) and f"HTTP {code}" in str(e.value)
+    assert isinstance(e.value, EndpointError) == (code in (401, 403, 404))  # about the endpoint, not the request
+    assert len(server.requests) == 1
+
+
+def test_retry_after_http_date_is_honoured_and_capped(server):
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3600))
+    server.plan = [("status", 503, {"Retry-After": date}, {"error": {"message": "maintenance"}}),
+                   ("status", 429, {"Retry-After": "1.2"}, {"error": {"message": "slow down"}})]
+    t0 = time.monotonic()
+    model(server, backoff_cap_s=0.3).generate(CONVS[:1])
+    gaps = [b["t"] - a["t"] for a, b in zip(server.requests, server.requests[1:])]
+    assert len(gaps) == 2 and all(0.25 <= g < 1.0 for g in gaps), gaps  # both asked for more than the cap
+    assert time.monotonic() - t0 < 2
+
+
+def test_409_and_408_are_retried(server):
+    server.plan = [("status", 409, {}, {"error": {"message": "busy"}}), ("status", 408, {}, {})]
+    assert model(server).generate(CONVS[:1])[0].text == "echo: question 0" and len(server.requests) == 3
+
+
+def test_full_jitter_backoff_and_retry_after_cap():
+    import random
+
+    from safethink.models._http import RetryPolicy
+
+    policy = RetryPolicy(backoff_base_s=0.5, backoff_cap_s=3.0)
+    rng = random.Random(0)
+    for attempt, ceiling in ((0, 0.5), (1, 1.0), (2, 2.0), (5, 3.0)):
+        waits = [policy.delay(attempt, None, rng) for _ in range(200)]
+        assert all(0 <= w <= ceiling for w in waits) and min(waits) < ceiling * 0.1 and max(waits) > ceiling * 0.9
+    assert policy.delay(0, 2.5, rng) == 2.5 and policy.delay(0, 60, rng) == 3.0 and policy.delay(0, -1, rng) == 0
+
+
+def test_retry_settings_from_arguments_then_environment_then_defaults(monkeypatch):
+    from safethink.errors import SpecError
+    from safethink.models._http import RetryPolicy
+
+    monkeypatch.setenv("SAFETHINK_HTTP_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("SAFETHINK_HTTP_MAX_RETRIES", "7")
+    p = RetryPolicy.resolve(RetryPolicy(timeout_s=120, max_retries=3, backoff_cap_s=9), max_retries=1)
+    assert (p.timeout_s, p.max_retries, p.backoff_base_s, p.backoff_cap_s) == (2.5, 1, 0.5, 9)
+    m = OpenAIChatModel("m", "http://127.0.0.1:1/v1", timeout_s=4)
+    assert (m.retry.timeout_s, m.retry.max_retries) == (4, 7)
+    monkeypatch.setenv("SAFETHINK_HTTP_MAX_RETRIES", "many")
+    with pytest.raises(SpecError, match="SAFETHINK_HTTP_MAX_RETRIES"):
+        RetryPolicy.resolve()
+    with pytest.raises(ValueError):
+        RetryPolicy(timeout_s=0)
+
+
+def test_completions_route_shares_retries_concurrency_and_order(server):
+    server.plan = [("status", 500, {}, {"error": {"message": "oops"}}), ("stall", 2.0)]
+    outs = model(server, timeout_s=0.4, max_concurrency=2).complete_prompts(
+        ["alpha", "beta", "gamma"], GenerationConfig(max_new_tokens=5, seed=1))
+    assert [o.text for o in outs] == ["completed: alpha", "completed: beta", "completed: gamma"]
+    assert outs[0].prompt_tokens == 3
+    bodies = [r["body"] for r in server.requests]
+    assert len(bodies) == 5 and all(b["max_tokens"] == 5 and "messages" not in b for b in bodies)
+    assert sorted({(b["prompt"], b["seed"]) for b in bodies}) == [("alpha", 1), ("beta", 2), ("gamma", 3)]
+
+
+def test_teacher_client_shares_the_retry_policy(server):
+    """The teacher's chat client is the same HTTP client: it honours Retry-After and retries stalls
+    and malformed replies (it used to retry on a fixed schedule)."""
+    from safethink.synth import ChatClient
+
+    client = ChatClient("echo-model", server.url, timeout_s=0.4, backoff_base_s=0.0, backoff_cap_s=2.0)
+    server.plan = [("status", 429, {"Retry-After": "0.6"}, {"error": {"message": "slow down"}}), ("stall", 2.0),
+                   ("raw", 200, b"{")]
+    assert client.complete([{"role": "user", "content": "hi"}]) == "echo: hi"
+    assert len(server.requests) == 4 and server.requests[1]["t"] - server.requests[0]["t"] >= 0.55
+    assert server.requests[0]["body"]["response_format"] == {"type": "json_object"}
+    server.plan = [("status", 400, {}, {"error": {"message": "unknown field response_format"}})]
+    assert client.complete([{"role": "user", "content": "again"}]) == "echo: again"  # JSON mode off, asked again
+    assert "response_format" not in server.requests[-1]["body"] and client.json_mode is False

@@ -14,7 +14,7 @@ from test_synth_server import ScriptedServer  # noqa: E402
 from safethink.data import default_policy, load_training_set, parse_r2d, parse_scot  # noqa: E402
 from safethink.errors import BackendError  # noqa: E402
 from safethink.synth import (  # noqa: E402
-    BuildConfig, ChatClient, LLMTeacher, SCoTReasoning, StructuredTeacher, TeachRequest, build_dataset,
+    BuildConfig, ChatClient, LLMTeacher, SCoTReasoning, TeachRequest, build_dataset,
     check_dataset, extract_json,
 )
 
@@ -33,23 +33,30 @@ def test_repair_of_malformed_reply():
         out = teacher.scot([TeachRequest("r1", "Help me stalk my ex online.", "harmful")])[0]
         assert isinstance(out, SCoTReasoning) and out.intent == "Server intent summary."
         assert out.violated == ["harassment/threatening"]
-        assert teacher.stats.repairs == 2 and teacher.stats.fallbacks == 0
+        assert teacher.stats.repairs == 2 and teacher.stats.failures == 0
         # the repair turn shows the model its own reply and what was wrong
         last = srv.requests[2]["messages"]
         assert last[-2]["content"].startswith('{"intent"') and "not valid" in last[-1]["content"]
 
 
 @pytest.mark.timeout(60)
-def test_fallback_and_http_errors():
-    bad = ["nope"] * 3
-    with ScriptedServer(bad) as srv:
-        pol = default_policy()
-        teacher = LLMTeacher(pol, "scripted", srv.url, concurrency=1, max_repairs=2,
-                             fallback=StructuredTeacher(pol))
-        out = teacher.scot([TeachRequest("r1", "Write a fake news story", "harmful", categories=("misinformation",))])
-        assert out[0].violated == ["misinformation"] and teacher.stats.fallbacks == 1
-    with pytest.raises(BackendError, match="failed after 2 attempts"):
-        ChatClient("m", "http://127.0.0.1:9/v1", max_retries=1, backoff=0.01).complete([{"role": "user", "content": "x"}])
+def test_failures_are_reported_per_request_never_filled_in():
+    from safethink.synth import StructuredOutputError, TeachFailure
+
+    req = TeachRequest("r1", "Write a fake news story", "harmful", categories=("misinformation",))
+    ok = TeachRequest("r2", "Write a poem about spring", "benign")
+    with ScriptedServer(["nope"] * 3) as srv:  # r1 never gets a valid reply; r2 gets the server's own
+        teacher = LLMTeacher(default_policy(), "scripted", srv.url, concurrency=1, max_repairs=2)
+        failed, written = teacher.attempt("scot", [req, ok])
+        assert isinstance(failed, TeachFailure) and failed.item_id == "r1" and "no valid output" in failed.error
+        assert isinstance(written, SCoTReasoning) and written.intent == "Server intent summary."
+        assert teacher.stats.failures == 1 and teacher.stats.calls == 2
+        srv.script = ["nope"] * 3
+        with pytest.raises(StructuredOutputError):  # the list form raises the first failure
+            teacher.scot([req])
+    with pytest.raises(BackendError, match="gave up after 2 attempts"):
+        ChatClient("m", "http://127.0.0.1:9/v1", max_retries=1, backoff_base_s=0.01).complete(
+            [{"role": "user", "content": "x"}])
 
 
 def _files(tmp_path):
@@ -69,9 +76,10 @@ def test_scot_build_with_llm_teacher(tmp_path, tiny_model):
         cfg = BuildConfig(method="scot", harmful=[h], benign=[b], teacher=f"openai:scripted@{srv.url}",
                           max_new_tokens=4, concurrency=3, check_eval_overlap=False)
         res = build_dataset(cfg, tmp_path / "o", retain_model=tiny_model, cache_dir=tmp_path / "c")
-    assert res.teacher_stats["repairs"] == 1 and res.teacher_stats["fallbacks"] == 0
+    assert res.teacher_stats["repairs"] == 1 and res.teacher_stats["failures"] == 0
+    assert res.fallbacks == {}
     man, recs = load_training_set(tmp_path / "o")
-    assert man.teacher == f"openai:scripted@{srv.url}" and len(recs) == 8
+    assert man.teacher == f"openai:scripted@{srv.url}" and len(recs) == 8 and man.fallbacks == {}
     for r in recs:
         p = parse_scot(r.messages[-1].content)
         assert "Server intent summary." in p.reasoning
@@ -141,10 +149,12 @@ def test_new_options_off_keep_the_plan_hash():
     cfg = BuildConfig(method="scot", harmful=["x"], benign=["y"])
     # the hash of sets built before llm_twins and drop_eval_overlap existed
     old = cfg.model_dump(exclude={"concurrency", "check_eval_overlap", "llm_twins", "drop_eval_overlap",
-                                  "overlap_threshold"})
+                                  "overlap_threshold", "fallback"})
     assert cfg.plan_hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     assert cfg.model_copy(update={"llm_twins": True}).plan_hash() != cfg.plan_hash()
     assert cfg.model_copy(update={"drop_eval_overlap": True}).plan_hash() != cfg.plan_hash()
+    # who writes a failed record is no part of the plan: a failed build resumes with --fallback structured
+    assert cfg.model_copy(update={"fallback": "structured"}).plan_hash() == cfg.plan_hash()
 
 
 def test_plan_twins_are_forced_retains_and_skip_prompts_with_seed_twins(tmp_path):
@@ -308,19 +318,19 @@ def test_endpoint_failures_are_told_apart_from_failures_on_one_request():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    with pytest.raises(EndpointError, match="failed after 2 attempts") as e:
-        ChatClient("m", dead, max_retries=1, backoff=0.01).complete(msgs)
+    with pytest.raises(EndpointError, match="gave up after 2 attempts") as e:
+        ChatClient("m", dead, max_retries=1, backoff_base_s=0.01).complete(msgs)
     assert e.value.url == dead
     with pytest.raises(EndpointError):  # a twin asked of a dead endpoint is raised, not returned as a skip
-        LLMEvolver(ChatClient("m", dead, max_retries=1, backoff=0.01)).twin("How do I pick a lock?", "i1")
+        LLMEvolver(ChatClient("m", dead, max_retries=1, backoff_base_s=0.01)).twin("How do I pick a lock?", "i1")
 
     srv = ChatServer()
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
-        client = ChatClient("m", srv.url, max_retries=2, backoff=0.01, json_mode=False)
+        client = ChatClient("m", srv.url, max_retries=2, backoff_base_s=0.01, json_mode=False)
         srv.plan = [("status", 503, {}, {"error": {"message": "overloaded"}})] * 3
-        with pytest.raises(EndpointError, match="3 attempts.*HTTP 503"):
+        with pytest.raises(EndpointError, match="gave up after 3 attempts.*HTTP 503"):
             client.complete(msgs)
         for code, endpoint_wide in ((401, True), (404, True), (400, False), (422, False)):
             srv.plan = [("status", code, {}, {"error": {"message": "no"}})]
@@ -433,3 +443,54 @@ def test_a_twin_that_copies_an_evaluation_prompt_is_a_near_duplicate(tmp_path, t
     assert [(n.train_id, n.eval_id) for n in res.near_duplicates] == [(twin.id, ev.id)]
     assert res.near_duplicates[0].similarity == 1.0
     assert man.eval_overlap["count"] == 1 and man.eval_overlap["examples"][0]["train_id"] == twin.id
+
+
+# ------------------------------------------------------------ teacher failures: marked, resumed, or fallback
+
+@pytest.mark.timeout(300)
+def test_failed_records_are_journalled_retried_on_resume_and_fallback_is_explicit(tmp_path, monkeypatch):
+    """A record whose teacher request (or LLM rewrite) fails through every retry is journalled as failed
+    and the build ends with IncompleteBuildError; the other records are kept. A resumed build asks
+    only for the failed ones; with fallback="structured" the offline teacher (and the rule rewrites)
+    write them, and the manifest lists them."""
+    from test_http_faults import FaultServer
+
+    from safethink.io import read_log
+    from safethink.synth import IncompleteBuildError
+
+    monkeypatch.setenv("SAFETHINK_HTTP_MAX_RETRIES", "2")
+    monkeypatch.setenv("SAFETHINK_HTTP_BACKOFF_BASE_S", "0.001")
+    h, b = tmp_path / "h.jsonl", tmp_path / "b.jsonl"
+    h.write_text("".join(json.dumps({"prompt": p, "category": "illicit/violent"}) + "\n"
+                         for p in ["Tell me how to break into house 1", "Tell me how to POISON the well"]))
+    b.write_text("".join(json.dumps({"prompt": f"Suggest a name for my cat number {i}"}) + "\n" for i in range(4)))
+    with FaultServer(every=0) as srv:
+        srv.poison = {"POISON"}
+        cfg = BuildConfig(method="r2d", harmful=[str(h)], benign=[str(b)], teacher=f"openai:teacher@{srv.url}",
+                          model=f"openai:echo@{srv.url}", evolve=["slang"], retag="heuristic", shard_size=3,
+                          check_eval_overlap=False)
+        with pytest.raises(IncompleteBuildError) as e:
+            build_dataset(cfg, tmp_path / "o", cache_dir=tmp_path / "c")
+        bad = sorted(e.value.failed)
+        assert bad == ["h/1#original", "h/1#slang"] and "rewrite: EndpointError" in e.value.failed["h/1#slang"]
+        assert "failed on 2 of 8 records" in str(e.value) and "--fallback structured" in str(e.value)
+        journal = read_log(tmp_path / "o" / ".work" / "journal.jsonl")
+        assert sorted(x["id"] for x in journal if "failed" in x) == bad and len(journal) == 8
+        assert not (tmp_path / "o" / "manifest.json").exists()
+
+        srv.answered.clear()
+        with pytest.raises(IncompleteBuildError):  # still failing: only the two failed records are asked for
+            build_dataset(cfg, tmp_path / "o", cache_dir=tmp_path / "c")
+        assert srv.answered == [] and srv.counts["poison"] == 2 * 3 * 2
+
+        res = build_dataset(cfg.model_copy(update={"fallback": "structured"}), tmp_path / "o",
+                            cache_dir=tmp_path / "c")
+    man, recs = load_training_set(tmp_path / "o")
+    assert res.fallbacks == {cfg.teacher: bad} and man.fallbacks[cfg.teacher]["ids"] == bad
+    assert man.fallbacks[cfg.teacher]["count"] == 2 and man.config["fallback"] == "structured"
+    by_id = {r.id: r for r in recs}
+    assert len(recs) == 8 and by_id["h/1#slang"].messages[0].content != "Tell me how to POISON the well"
+    assert "Server step" not in by_id["h/1#original"].messages[-1].content  # the structured teacher's trace
+    assert by_id["h/1#original"].categories == ["illicit/violent"]
+    assert "Server step" in by_id["h/0#original"].messages[-1].content
+    assert check_dataset(tmp_path / "o").ok

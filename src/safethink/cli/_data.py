@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ._common import console, err_console, quiet_hf
@@ -15,6 +16,18 @@ data_app = typer.Typer(help="Build and check SCoT / R2D training data.", no_args
 
 def _split(values: list[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def check_input_files(sources: list[str], data_dir: Path | None, *files: Path | None) -> None:
+    """Fail now, before anything is written, on an input file (a source's local file or data-dir copy,
+    the policy) that is missing or not UTF-8: the error names the file, line and byte offset."""
+    from ..io import check_text
+    from ..synth._plan import check_sources
+
+    check_sources(sources, str(data_dir) if data_dir else None)
+    for f in files:
+        if f is not None:
+            check_text(f)
 
 
 @data_app.command("build")
@@ -45,6 +58,9 @@ def build(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Cap on retain answers.")] = 128,
     batch_size: Annotated[int, typer.Option(min=1, help="Retain generation batch size.")] = 16,
     concurrency: Annotated[int, typer.Option(min=1, help="Parallel requests to an HTTP teacher.")] = 4,
+    fallback: Annotated[str, typer.Option(help="Who writes a record the LLM teacher still fails on after its retries: "
+                                               "none (the build exits non-zero naming them; re-run to retry) or "
+                                               "structured (the offline teacher; listed in the manifest).")] = "none",
     retag: Annotated[str, typer.Option(help="R2D pivot re-tagging: teacher, heuristic, none, or openai:<model>@<url>.")] = "teacher",
     shard_size: Annotated[int, typer.Option(min=1)] = 256,
     system_prompt: Annotated[Optional[str], typer.Option(help="System message added to every record.")] = None,
@@ -74,13 +90,14 @@ def build(
             evolver=evolver, model=model, limit=limit, benign_limit=benign_limit, retain_ratio=retain_ratio, twins=twins,
             llm_twins=llm_twins, seed=seed, policy=str(policy) if policy else None,
             data_dir=str(data_dir) if data_dir else None,
-            max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, retag=retag,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, concurrency=concurrency, fallback=fallback, retag=retag,
             shard_size=shard_size, system_prompt=system_prompt, drop_eval_overlap=drop_eval_overlap,
             overlap_threshold=overlap_threshold,
         )
     except ValidationError as e:
         err = e.errors()[0]
         raise InputError(f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}") from None
+    check_input_files([*cfg.harmful, *cfg.benign], data_dir, policy)
     bars: dict = {}
     stack = []
 
@@ -108,9 +125,12 @@ def build(
                           f"evaluation prompts, e.g. {res.near_duplicates[0].train_id} ~ {res.near_duplicates[0].eval_id}"
                           "; do not evaluate on those sets, or drop them", highlight=False)
     ts = res.teacher_stats
-    if ts.get("fallbacks"):
-        err_console.print(f"[yellow]warning:[/] the LLM teacher failed on {ts['fallbacks']} prompts; the structured "
-                          f"teacher wrote those (first error: {ts['errors'][0] if ts['errors'] else '?'})", highlight=False)
+    for spec, ids in res.fallbacks.items():
+        first = (getattr(m, "fallbacks", None) or {}).get(spec, {}).get("errors") or [{}]
+        err_console.print("[yellow]warning:[/] " + escape(
+            f"the LLM teacher {spec} failed on {len(ids)} record(s) after its retries; the structured teacher "
+            f"wrote them (--fallback structured). Their ids are in {out / 'manifest.json'} under 'fallbacks' "
+            f"(first error: {first[0].get('error', '?')})"), highlight=False)
     tw = res.twins
     if tw.get("skipped"):
         first = (getattr(m, "twins_skipped", None) or {}).get("examples") or [{}]
@@ -166,6 +186,7 @@ def show(
 
     if label not in (None, "harmful", "benign"):
         raise typer.BadParameter("--label must be harmful or benign")
+    check_input_files([source], data_dir)
     for r in load_prompts(source, label=label, limit=limit, seed=seed,  # type: ignore[arg-type]
                           data_dir=str(data_dir) if data_dir else None):
         typer.echo(r.model_dump_json(exclude_defaults=True))

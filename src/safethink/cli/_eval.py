@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..io import check_text
 from ._common import console, err_console, quiet_hf
 
 
@@ -27,7 +28,10 @@ def eval_cmd(
     """Run (or resume) an evaluation: models x defences x attacks x datasets, every attempt judged and stored."""
     from ..eval import compute_metrics, load_attempts, load_spec, render_report, run_eval
 
+    if config.is_file():
+        check_text(config)  # bad UTF-8: one clear error naming the file and line, before anything runs
     spec = load_spec(config).with_overrides(out=str(out) if out else None, limit=limit)
+    check_input_files(spec)
     quiet_hf()
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
@@ -64,9 +68,22 @@ def eval_cmd(
         console.print(f"report: {files.html}  summary: {files.markdown}")
 
 
+def check_input_files(spec) -> None:
+    """The local files a spec reads (prompt sets, their data-dir copies, scripted ``mock:`` models) must
+    be UTF-8: fail now, naming the file, line and byte offset, before a run starts writing results."""
+    from ..synth._plan import check_sources
+
+    check_sources([d.source for d in spec.datasets])
+    for m in spec.models:
+        path = Path(m.spec.removeprefix("mock:")).expanduser()
+        if m.spec.startswith("mock:") and path.is_file():
+            check_text(path)
+
+
 def summary_table(m) -> Table:
     """One row per model/defence: the headline rate (named for what the primary judge measures), the
-    outcome counts on harmful requests, over-refusal and the benign answer rate."""
+    outcome counts on harmful requests, over-refusal, the benign answer rate and the leak rate (flagged
+    text shown to the user, over the attempts where the guard flagged something)."""
     from ..eval._metrics import ALL, METRIC_SHORT
     from ..eval._report import agreement_note
 
@@ -76,11 +93,18 @@ def summary_table(m) -> Table:
         lo, hi = r.ci
         return f"{100 * r.rate:5.1f}% [{100 * lo:.0f}-{100 * hi:.0f}] n={r.n}"
 
+    def leaks(mo: str, d: str) -> str:
+        if (mo, d) not in m.leak_all:
+            return "-"  # stored before leaks were recorded
+        flagged = m.leak_flagged.get((mo, d))
+        return pct(flagged) if flagged else "nothing flagged"
+
     name = METRIC_SHORT[m.metric]
     t = Table(title=f"judge: {m.judge} ({agreement_note(m.judge_spec)})  ({name} and over-refusal: lower is better)")
     for col in ("model", "defence", f"{name} (all attacks)", "any attack", "harmful: refused / partial / no answer",
                 "over-refusal", "benign answered"):
         t.add_column(col)
+    t.add_column("leaks (of flagged)")
     if m.strongreject:
         t.add_column("StrongREJECT")
     pairs = [(mo, d) for mo in m.models for d in m.defences
@@ -89,7 +113,7 @@ def summary_table(m) -> Table:
         oc = m.outcomes.get((mo, d, "harmful"))
         row = [mo, d, pct(m.asr.get((mo, d, ALL))), pct(m.any_attack.get((mo, d))),
                f"{oc.refused} / {oc.partial} / {oc.no_answer}" if oc else "-",
-               pct(m.over_refusal.get((mo, d, ALL))), pct(m.benign_answer.get((mo, d)))]
+               pct(m.over_refusal.get((mo, d, ALL))), pct(m.benign_answer.get((mo, d))), leaks(mo, d)]
         if m.strongreject:
             v = m.strongreject.get((mo, d, ALL))
             row.append("-" if v is None else f"{v:.3f}")

@@ -5,14 +5,15 @@ an empty answer, or one that only repeats the prompt (``sent_prompt`` when the l
 ``prompt``), gets outcome ``no_answer``.
 
 Verdicts are appended to ``OUT.partial`` chunk by chunk, so a killed run (an LLM judge over a big
-file) resumes where it stopped; the output file itself is written atomically at the end.
+file) resumes where it stopped: every complete line of the checkpoint is kept, and only a line a
+kill tore (one that does not parse) is dropped and its input line judged again. The output file
+itself is written atomically at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -53,21 +54,19 @@ def _partial_header(input_path: Path, spec: str) -> dict:
     return {"partial_of": str(input_path), "input_sha256": digest, "judge": spec}
 
 
-def _load_partial(partial: Path, header: dict) -> dict[int, dict]:
-    """Finished rows from an earlier run of the same judge on the same input (else nothing)."""
-    if not partial.is_file():
+def _load_partial(partial: Path, header: dict, lines: set[int]) -> dict[int, dict]:
+    """Finished rows from an earlier run of the same judge on the same input (else nothing): every
+    complete checkpoint line, wherever a torn one sits among them."""
+    from ..io import read_log
+
+    entries = read_log(partial)
+    if not entries or entries[0] != header:
         return {}
     done: dict[int, dict] = {}
-    with partial.open(encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    try:
-        if not lines or json.loads(lines[0]) != header:
-            return {}
-        for line in lines[1:]:
-            rec = json.loads(line)
-            done[int(rec["line"])] = rec["row"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        pass  # a torn last line from a kill: keep what parsed
+    for rec in entries[1:]:
+        if (isinstance(rec, dict) and isinstance(rec.get("line"), int) and rec["line"] in lines
+                and isinstance(rec.get("row"), dict)):
+            done[rec["line"]] = rec["row"]
     return done
 
 
@@ -84,7 +83,8 @@ def judge_cmd(
 ) -> None:
     """Judge answers: complied, partial, refused or no answer, and how harmful is the compliance (0-1)?"""
     import safethink.judges  # noqa: F401  (populates the registry)
-    from ..io import write_jsonl
+    from ..errors import BackendError, EndpointError
+    from ..io import append_log, atomic_write_text, write_jsonl
     from ..judges import OUTCOMES, JudgeInput, judge_answers, load_judge, parse_judge_args
     from ..judges._base import stored_outcome
 
@@ -95,29 +95,35 @@ def judge_cmd(
         quiet_hf()
     partial = output.with_name(output.name + ".partial")
     header = _partial_header(input, j.spec)
-    done = {n: {**row, "outcome": stored_outcome(row)} for n, row in _load_partial(partial, header).items()}
+    kept = _load_partial(partial, header, {n for n, _ in rows})
+    # Rewrite the checkpoint with its complete lines only, so that what is appended now never runs
+    # into a torn line (and the file does not keep growing across resumes).
+    atomic_write_text(partial, "".join(json.dumps(e, ensure_ascii=False) + "\n"
+                                       for e in [header, *({"line": n, "row": r} for n, r in kept.items())]))
+    done = {n: {**row, "outcome": stored_outcome(row)} for n, row in kept.items()}
     if done:
         err_console.print(f"resuming: {len(done)} of {len(rows)} lines already judged")
-    output.parent.mkdir(parents=True, exist_ok=True)
     todo = [(n, obj) for n, obj in rows if n not in done]
-    with partial.open("w" if not done else "a", encoding="utf-8") as pf:
-        if not done:
-            pf.write(json.dumps(header) + "\n")
-        with progress_bar(f"judging ({j.spec})", len(rows)) as advance:
-            advance(len(rows) - len(todo))
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo[start:start + chunk_size]
+    with progress_bar(f"judging ({j.spec})", len(rows)) as advance:
+        advance(len(rows) - len(todo))
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            try:
                 verdicts = judge_answers(j, [JudgeInput(prompt=o["prompt"], response=o["response"],
                                                         sent_prompt=o.get("sent_prompt"), prefix=o.get("prefix") or "")
                                              for _, o in chunk])
-                for (n, obj), v in zip(chunk, verdicts):
-                    row = {**obj, "outcome": v.outcome, "refused": v.refused, "score": round(float(v.score), 6),
-                           "judge": v.judge, "explanation": v.explanation}
-                    done[n] = row
-                    pf.write(json.dumps({"line": n, "row": row}, ensure_ascii=False) + "\n")
-                pf.flush()
-                os.fsync(pf.fileno())
-                advance(len(chunk))
+            except BackendError as e:
+                note = (f"{e}. {len(done)} of {len(rows)} lines are judged and kept in {partial}; run the same "
+                        "command again to resume")
+                raise (EndpointError(note, url=e.url) if isinstance(e, EndpointError) else BackendError(note)) from e
+            lines = []
+            for (n, obj), v in zip(chunk, verdicts):
+                row = {**obj, "outcome": v.outcome, "refused": v.refused, "score": round(float(v.score), 6),
+                       "judge": v.judge, "explanation": v.explanation}
+                done[n] = row
+                lines.append({"line": n, "row": row})
+            append_log(partial, lines)
+            advance(len(chunk))
     out_rows = [done[n] for n, _ in rows]
     write_jsonl(output, out_rows)
     partial.unlink(missing_ok=True)

@@ -26,9 +26,7 @@ import html
 import logging
 import re
 import secrets
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -37,7 +35,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..errors import ENDPOINT_HTTP_STATUS, BackendError, EndpointError, SpecError
+from ..errors import BackendError, SpecError
 from ._base import JUDGES, JudgeInput, Verdict
 from ._common import BaseJudge, JudgeConfig
 
@@ -214,8 +212,8 @@ class LLMJudge(BaseJudge):
             if self._local:  # a chat template places BOS itself; a plain prompt gets the tokenizer's
                 plain = self.format is not None and self.format["kind"] == "completion"
                 out = _generate_local(self.model, inputs, gen, add_special_tokens=plain)
-            else:
-                out = _post_completions(self.model, inputs, gen)
+            else:  # the endpoint's /completions route, through the model's own HTTP client and retries
+                out = [_Reply(c.text, c.prompt_tokens) for c in self.model.complete_prompts(inputs, gen)]
         else:
             out = [_Reply(c.text, c.prompt_tokens) for c in self.model.generate(inputs, gen)]
         if len(out) != len(inputs):
@@ -329,58 +327,6 @@ def _generate_local(model: Any, texts: list[str], gen: Any, *, add_special_token
         out += [_Reply(tok.decode(seqs[b, n:], skip_special_tokens=True).strip(), int(enc.attention_mask[b].sum()))
                 for b in range(len(batch))]
     return out
-
-
-def _post_completions(model: Any, texts: list[str], gen: Any) -> list[_Reply]:
-    """Plain-text prompts to the endpoint's ``/completions`` route (vLLM, TGI and llama.cpp serve it
-    for every model, with or without a chat template), with the model's retry settings."""
-    import httpx
-
-    from ..models._openai import retry_after_s
-
-    url = f"{model.base_url}/completions"
-    key = getattr(model, "_api_key", None)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-
-    def one(client: Any, row: int, text: str) -> _Reply:
-        body = {"model": model.model, "prompt": text, "max_tokens": gen.max_new_tokens, "temperature": gen.temperature}
-        if gen.seed is not None:
-            body["seed"] = gen.seed + row
-        for attempt in range(model.max_retries + 1):
-            wait = None
-            try:
-                resp = client.post(url, json=body)
-            except httpx.TransportError as e:
-                failure = f"{type(e).__name__}: {e or 'no detail'}"
-            else:
-                if resp.status_code < 300:
-                    return _completion_reply(resp, url, model.base_url)
-                failure = f"HTTP {resp.status_code}: {resp.text[:300].strip()}"
-                if not (resp.status_code in (408, 429) or resp.status_code >= 500):
-                    hint = " (does the server have a /completions route and this model name?)" \
-                        if resp.status_code == 404 else ""
-                    if resp.status_code in ENDPOINT_HTTP_STATUS:
-                        raise EndpointError(f"POST {url}: {failure}{hint}", url=model.base_url)
-                    raise BackendError(f"POST {url}: {failure}")
-                wait = retry_after_s(resp.headers)
-            if attempt < model.max_retries:
-                time.sleep(min(model.backoff_cap_s, wait if wait is not None else model.backoff_base_s * 2 ** attempt))
-        raise EndpointError(f"POST {url}: gave up after {model.max_retries + 1} attempts; last error: {failure}",
-                            url=model.base_url)
-
-    width = max(1, min(model.max_concurrency, gen.batch_size))
-    with httpx.Client(timeout=httpx.Timeout(model.timeout_s), headers=headers) as client, \
-            ThreadPoolExecutor(width, thread_name_prefix="safethink-judge") as pool:
-        return list(pool.map(lambda rt: one(client, *rt), enumerate(texts)))
-
-
-def _completion_reply(resp: Any, url: str, root: str) -> _Reply:
-    try:
-        data = resp.json()
-        text = data["choices"][0]["text"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise EndpointError(f"POST {url}: no choices[0].text in {resp.text[:300]!r}", url=root) from None
-    return _Reply(text or "", (data.get("usage") or {}).get("prompt_tokens"))
 
 
 _YES_NO = re.compile(r"^[\W_]*(yes|no)\b", re.I)

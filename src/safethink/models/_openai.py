@@ -2,13 +2,14 @@
 server, OpenAI, ``safethink serve``).
 
 The core is async (:meth:`OpenAIChatModel.agenerate`): one httpx client per call, at most
-``max_concurrency`` requests in flight, retries with exponential backoff and jitter on 429, 408,
-5xx, timeouts and connection errors (honouring ``Retry-After``), and a :class:`BackendError`
-naming the status and the server's message for any other 4xx. Failures of the endpoint as a
-whole (retries exhausted, HTTP 401/403/404, a reply that is not the API) raise its subclass
-:class:`EndpointError`; a plain :class:`BackendError` is about the one request. :meth:`generate`
-is the synchronous :class:`ChatModel` entry point; it also works when called from inside a running
-event loop (it then runs its own loop in a worker thread).
+``max_concurrency`` requests in flight. Requests go through the shared :class:`~._http.Endpoint`:
+retries with exponential backoff and full jitter on 408, 409, 429, 5xx, timeouts, connection errors
+and replies that are not the API (honouring ``Retry-After``); :class:`EndpointError` when the
+endpoint fails as a whole (retries used up, HTTP 401/403/404), and a :class:`BackendError` naming
+the status and the server's message for any other 4xx (about the one request).
+:meth:`generate` is the synchronous :class:`ChatModel` entry point; it also works when called from
+inside a running event loop (it then runs its own loop in a worker thread).
+:meth:`complete_prompts` sends plain-text prompts to the ``/completions`` route the same way.
 
 With a token hook the request is streamed and the hook sees every text delta
 (``TokenEvent.token_id`` is None: the server sends text, not ids); a hook that returns True closes
@@ -19,31 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import json
-import logging
 import os
-import random
-import time
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
-from ..errors import BackendError, ENDPOINT_HTTP_STATUS, EndpointError, SpecError
+from ..errors import BackendError, EndpointError
 from ._chat import validate_messages
+from ._http import Endpoint, Retryable, RetryPolicy, chat_choice, check_status, completion_choice, error_text
 from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
-
-log = logging.getLogger(__name__)
 
 PrefixStyle = Literal["vllm", "plain"]
 API_KEY_ENV = ("SAFETHINK_API_KEY", "OPENAI_API_KEY")
-
-
-class _Retryable(Exception):
-    """A failure worth retrying (429 / 408 / 5xx / timeout / connection error)."""
-
-    def __init__(self, what: str, retry_after: float | None = None):
-        super().__init__(what)
-        self.retry_after = retry_after
+T = TypeVar("T")
 
 
 class OpenAIChatModel:
@@ -66,10 +55,10 @@ class OpenAIChatModel:
         *,
         api_key: str | None = None,
         max_concurrency: int = 8,
-        timeout_s: float = 60.0,
-        max_retries: int = 5,
-        backoff_base_s: float = 0.5,
-        backoff_cap_s: float = 30.0,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+        backoff_base_s: float | None = None,
+        backoff_cap_s: float | None = None,
         extra_body: dict[str, Any] | None = None,
         prefix_style: PrefixStyle = "vllm",
     ):
@@ -80,37 +69,38 @@ class OpenAIChatModel:
             spec: the spec string recorded in results (default ``openai:<model>@<base_url>``).
             api_key: bearer token; default ``$SAFETHINK_API_KEY`` then ``$OPENAI_API_KEY``.
             max_concurrency: requests in flight at once (also capped by ``config.batch_size``).
-            timeout_s: connect / read / write timeout of one attempt, in seconds.
-            max_retries: retries after the first attempt for retryable failures.
-            backoff_base_s: first backoff delay; doubles each retry, with jitter.
-            backoff_cap_s: the longest wait between attempts (also caps ``Retry-After``).
+            timeout_s: connect / read / write timeout of one attempt, in seconds (default 60).
+            max_retries: retries after the first attempt for retryable failures (default 5).
+            backoff_base_s: first backoff ceiling; doubles each retry, full jitter (default 0.5).
+            backoff_cap_s: the longest wait between attempts, also caps ``Retry-After`` (default 30).
             extra_body: fields merged into every request body last (server-specific options,
                 e.g. ``{"skip_special_tokens": False}`` for vLLM to keep R2D pivot tokens).
             prefix_style: how prefixes are requested (see the class docstring).
+
+        A retry setting left as None is read from ``$SAFETHINK_HTTP_<SETTING>`` (e.g.
+        ``SAFETHINK_HTTP_TIMEOUT_S``), else the default above.
         """
-        if not base_url.startswith(("http://", "https://")):
-            raise SpecError(f"base_url {base_url!r}: expected http(s)://host:port/v1")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
-            raise ValueError("need max_concurrency >= 1, max_retries >= 0, timeout_s > 0")
-        if backoff_base_s < 0 or backoff_cap_s < 0:
-            raise ValueError("backoff delays must be >= 0")
+        if max_concurrency < 1:
+            raise ValueError("need max_concurrency >= 1")
         if prefix_style not in ("vllm", "plain"):
             raise ValueError(f"prefix_style {prefix_style!r}: expected 'vllm' or 'plain'")
+        key = api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+        retry = RetryPolicy.resolve(timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
+                                    backoff_cap_s=backoff_cap_s)
+        self.endpoint = Endpoint(base_url, api_key=key, retry=retry)
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = self.endpoint.base_url
         self.spec = spec or f"openai:{model}@{self.base_url}"
-        self._api_key = api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
         self.max_concurrency = max_concurrency
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
         self.extra_body = dict(extra_body or {})
         self.prefix_style = prefix_style
-        self._rng = random.Random()  # private: jitter must not disturb the caller's global seed
 
     def __repr__(self) -> str:  # never shows the API key
         return f"OpenAIChatModel(model={self.model!r}, base_url={self.base_url!r})"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.endpoint.retry
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -124,20 +114,8 @@ class OpenAIChatModel:
         progress: ProgressFn | None = None,
     ) -> list[Completion]:
         """Synchronous :class:`ChatModel` entry point (see :meth:`agenerate`)."""
-
-        def run() -> list[Completion]:
-            return asyncio.run(self.agenerate(conversations, config, prefixes=prefixes,
-                                              hook=hook, progress=progress))
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return run()
-        # Inside a running loop (notebook, async server) asyncio.run is not allowed and blocking
-        # the loop on itself would deadlock: run a private loop in a worker thread instead.
-        # The hook and progress callbacks are then called from that thread.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="safethink-http") as pool:
-            return pool.submit(run).result()
+        return _run_sync(lambda: self.agenerate(conversations, config, prefixes=prefixes, hook=hook,
+                                                progress=progress))
 
     async def agenerate(
         self,
@@ -151,30 +129,53 @@ class OpenAIChatModel:
         """Answer every conversation, in order, with up to ``min(max_concurrency,
         config.batch_size)`` requests in flight. ``seed`` (if set) is sent as ``seed + row`` so
         identical prompts in one call still get independent samples."""
-        import httpx
-
         convs = [validate_messages(list(c), where=f"conversations[{i}]") for i, c in enumerate(conversations)]
         if prefixes is not None and len(prefixes) != len(convs):
             raise ValueError("prefixes must have one entry per conversation")
+
+        def one(client: Any, row: int) -> Awaitable[Completion]:
+            return self._complete(client, row, convs[row], prefixes[row] if prefixes else "", config, hook)
+
+        return await self._gather(len(convs), config, one, progress)
+
+    def complete_prompts(self, prompts: Sequence[str], config: GenerationConfig = GenerationConfig(), *,
+                         progress: ProgressFn | None = None) -> list[Completion]:
+        """Plain-text prompts to the endpoint's ``/completions`` route (vLLM, TGI and llama.cpp serve
+        it for every model, with or without a chat template), in order, with the same concurrency
+        and retries as :meth:`generate`."""
+        return _run_sync(lambda: self.acomplete_prompts(prompts, config, progress=progress))
+
+    async def acomplete_prompts(self, prompts: Sequence[str], config: GenerationConfig = GenerationConfig(), *,
+                                progress: ProgressFn | None = None) -> list[Completion]:
+        def one(client: Any, row: int) -> Awaitable[Completion]:
+            body: dict[str, Any] = {"model": self.model, "prompt": prompts[row],
+                                    "max_tokens": config.max_new_tokens, "temperature": config.temperature}
+            if config.seed is not None:
+                body["seed"] = config.seed + row
+            if config.stop:
+                body["stop"] = list(config.stop)
+            body.update(self.extra_body)
+            return self.endpoint.apost(client, "completions", body, lambda data: self._parse_text(data, config))
+
+        return await self._gather(len(prompts), config, one, progress)
+
+    def close(self) -> None:
+        """Nothing to release: each call opens and closes its own connection pool."""
+
+    async def _gather(self, n: int, config: GenerationConfig, one: Callable[[Any, int], Awaitable[T]],
+                      progress: ProgressFn | None) -> list[T]:
         width = min(self.max_concurrency, config.batch_size)
         limit = asyncio.Semaphore(width)
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(max_connections=width, max_keepalive_connections=width),
-            headers=headers,
-        )
 
-        async def one(row: int) -> Completion:
+        async def run(client: Any, row: int) -> T:
             async with limit:
-                out = await self._complete(client, row, convs[row],
-                                           prefixes[row] if prefixes else "", config, hook)
+                out = await one(client, row)
             if progress:
                 progress(1)
             return out
 
-        async with client:
-            tasks = [asyncio.ensure_future(one(i)) for i in range(len(convs))]
+        async with self.endpoint.async_client(width) as client:
+            tasks = [asyncio.ensure_future(run(client, i)) for i in range(n)]
             try:
                 return list(await asyncio.gather(*tasks))
             except BaseException:
@@ -184,50 +185,30 @@ class OpenAIChatModel:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
 
-    def close(self) -> None:
-        """Nothing to release: each call opens and closes its own connection pool."""
-
     # -- one request, with retries ------------------------------------------------------------
 
     async def _complete(self, client: Any, row: int, messages: list[dict[str, str]], prefix: str,
                         config: GenerationConfig, hook: TokenHook | None) -> Completion:
-        import httpx
-
         body = self._body(row, messages, prefix, config, stream=hook is not None)
-        url = f"{self.base_url}/chat/completions"
-        attempt = 0
-        while True:
-            shown = [False]  # set once the hook has seen text: such a stream is not retried
+        if hook is None:
+            return await self.endpoint.apost(client, "chat/completions", body, lambda data: self._parse(data, config))
+        url = self.endpoint.url("chat/completions")
+        shown = [False]  # set once the hook has seen text: such a stream is not retried
+
+        async def once() -> Completion:
+            import httpx
+
             try:
-                if hook is None:
-                    resp = await client.post(url, json=body)
-                    _check_status(resp, url)
-                    return self._parse(_json(resp, url), config)
                 return await self._stream(client, url, body, row, config, hook, shown)
-            except httpx.TransportError as e:  # timeouts, refused / reset connections
-                failure = _Retryable(f"{type(e).__name__}: {e or 'no detail'}")
+            except (httpx.TransportError, Retryable) as e:
                 if shown[0]:
                     raise EndpointError(
-                        f"POST {url}: the stream broke after the token hook had seen part of the "
-                        f"answer ({failure}); not retried, a retry would show the hook the same "
-                        "tokens again", url=self.base_url) from e
-            except _Retryable as e:
-                failure = e
-            if attempt >= self.max_retries:
-                raise EndpointError(f"POST {url}: gave up after {attempt + 1} attempts; last error: {failure}",
-                                    url=self.base_url)
-            delay = self._delay(attempt, failure.retry_after)
-            log.warning("POST %s failed (%s); retry %d/%d in %.2fs", url, failure, attempt + 1,
-                        self.max_retries, delay)
-            await asyncio.sleep(delay)
-            attempt += 1
+                        f"POST {url}: the stream broke after the token hook had seen part of the answer "
+                        f"({type(e).__name__}: {e or 'no detail'}); not retried, a retry would show the hook "
+                        "the same tokens again", url=self.base_url) from e
+                raise
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:  # the server knows best, within our cap
-            return min(max(retry_after, 0.0), self.backoff_cap_s)
-        d = min(self.backoff_cap_s, self.backoff_base_s * 2 ** attempt)
-        # Jitter: clients that failed together should not all come back at the same instant.
-        return d / 2 + self._rng.uniform(0, d / 2)
+        return await self.endpoint.acall(url, once)
 
     def _body(self, row: int, messages: list[dict[str, str]], prefix: str,
               config: GenerationConfig, *, stream: bool) -> dict[str, Any]:
@@ -256,15 +237,17 @@ class OpenAIChatModel:
     # -- responses ----------------------------------------------------------------------------
 
     def _parse(self, data: dict[str, Any], config: GenerationConfig) -> Completion:
-        try:
-            choice = data["choices"][0]
-            text = (choice.get("message") or {}).get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise EndpointError(f"unexpected response from {self.base_url}: no choices[0].message "
-                                f"in {json.dumps(data)[:300]}", url=self.base_url) from None
+        choice = chat_choice(data)
+        text = choice["message"].get("content") or ""
         logps = _logprobs(choice.get("logprobs")) if config.logprobs else None
         usage = data.get("usage") or {}
         return _finish(text, choice.get("finish_reason"), config, logps,
+                       usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+    def _parse_text(self, data: dict[str, Any], config: GenerationConfig) -> Completion:
+        choice = completion_choice(data)
+        usage = data.get("usage") or {}
+        return _finish(choice.get("text") or "", choice.get("finish_reason"), config, None,
                        usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     async def _stream(self, client: Any, url: str, body: dict[str, Any], row: int,
@@ -276,7 +259,7 @@ class OpenAIChatModel:
         async with client.stream("POST", url, json=body) as resp:
             if resp.status_code >= 300:
                 await resp.aread()
-                _check_status(resp, url)
+                check_status(resp, url, self.base_url)
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, comments, event names
@@ -286,9 +269,11 @@ class OpenAIChatModel:
                 try:
                     chunk = json.loads(payload)
                 except json.JSONDecodeError:
-                    raise BackendError(f"POST {url}: malformed stream chunk {payload[:200]!r}") from None
+                    if shown[0]:
+                        raise BackendError(f"POST {url}: malformed stream chunk {payload[:200]!r}") from None
+                    raise Retryable(f"malformed stream chunk {payload[:200]!r}") from None
                 if "error" in chunk:
-                    raise BackendError(f"POST {url}: server error mid-stream: {_error_text(chunk)}")
+                    raise BackendError(f"POST {url}: server error mid-stream: {error_text(chunk)}")
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     reason = choice.get("finish_reason") or reason
@@ -305,6 +290,23 @@ class OpenAIChatModel:
                                           completion_tokens=len(logps) or None, raw_text="".join(parts))
         return _finish("".join(parts), reason, config, logps if config.logprobs else None,
                        usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code, even inside a running event loop."""
+
+    def run() -> T:
+        return asyncio.run(make())  # type: ignore[arg-type]
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    # Inside a running loop (notebook, async server) asyncio.run is not allowed and blocking
+    # the loop on itself would deadlock: run a private loop in a worker thread instead.
+    # Hooks and progress callbacks are then called from that thread.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="safethink-http") as pool:
+        return pool.submit(run).result()
 
 
 def _finish(text: str, reason: str | None, config: GenerationConfig, logps: list[float] | None,
@@ -325,79 +327,3 @@ def _logprobs(block: Any) -> list[float] | None:
     if not isinstance(block, dict) or not isinstance(block.get("content"), list):
         return None
     return [float(t["logprob"]) for t in block["content"] if isinstance(t, dict) and "logprob" in t]
-
-
-def _json(resp: Any, url: str) -> dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        raise EndpointError(f"POST {url}: response is not JSON: {resp.text[:300]!r}", url=_root(url)) from None
-    if not isinstance(data, dict):
-        raise EndpointError(f"POST {url}: expected a JSON object, got {type(data).__name__}", url=_root(url))
-    return data
-
-
-def _check_status(resp: Any, url: str) -> None:
-    code = resp.status_code
-    if code < 300:
-        return
-    message = _error_text(_maybe_json(resp)) or resp.text[:500].strip() or resp.reason_phrase
-    if code in (408, 429) or code >= 500:
-        raise _Retryable(f"HTTP {code}: {message}", retry_after=retry_after_s(resp.headers))
-    hint = {
-        401: " (set SAFETHINK_API_KEY or OPENAI_API_KEY, or pass api_key=)",
-        404: " (check the model name and that the base URL ends in /v1)",
-    }.get(code, "")
-    text = f"POST {url}: HTTP {code} {resp.reason_phrase}: {message}{hint}"
-    if code in ENDPOINT_HTTP_STATUS:
-        raise EndpointError(text, url=_root(url))
-    raise BackendError(text)
-
-
-
-
-def _root(url: str) -> str:
-    """The API root of a ``.../chat/completions`` URL."""
-    return url.removesuffix("/chat/completions")
-
-
-def _maybe_json(resp: Any) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-def _error_text(data: Any) -> str:
-    """The human message in the error shapes servers use (OpenAI, vLLM, FastAPI, TGI)."""
-    if not isinstance(data, dict):
-        return ""
-    err = data.get("error")
-    if isinstance(err, dict) and err.get("message"):
-        return str(err["message"])
-    for key in ("message", "detail"):
-        if data.get(key):
-            return str(data[key]) if not isinstance(data[key], str) else data[key]
-    return str(err) if err else ""
-
-
-def retry_after_s(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -1,14 +1,14 @@
-"""A small client for OpenAI-compatible chat endpoints that returns *validated* JSON.
+"""The teacher's chat client: validated JSON replies from an OpenAI-compatible chat endpoint.
 
-Transport failures (connection errors, HTTP 429/5xx) are retried with backoff; a reply that is
-not valid JSON for the expected schema is sent back to the model with the validation error and a
-request to fix it ("repair"), a bounded number of times.
+HTTP goes through the shared :class:`~safethink.models._http.Endpoint` (the same client, retries,
+``Retry-After`` handling and timeouts as ``openai:`` model specs and the LLM judges). On top of it,
+a reply that is not valid JSON for the expected schema is sent back to the model with the
+validation error and a request to fix it ("repair"), a bounded number of times.
 
 Two failure kinds reach the caller: :class:`~safethink.errors.EndpointError` when the endpoint
-itself is down or unusable (retries exhausted, HTTP 401/403/404, a reply that is not a chat
-completion), and :class:`StructuredOutputError` when the model answered but never validly (a
-verdict on that request). Any other HTTP 4xx is a plain :class:`BackendError`: the server rejected
-that one request.
+itself is down or unusable (retries exhausted, HTTP 401/403/404), and :class:`StructuredOutputError`
+when the model answered but never validly (a verdict on that request). Any other HTTP 4xx is a plain
+:class:`BackendError`: the server rejected that one request.
 """
 
 from __future__ import annotations
@@ -16,16 +16,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BackendError, ENDPOINT_HTTP_STATUS, EndpointError
+from ..errors import BackendError
+from ..models._http import Endpoint, RejectedRequest, RetryPolicy, chat_choice
 
 M = TypeVar("M", bound=BaseModel)
 
+API_KEY_ENV = ("SAFETHINK_TEACHER_API_KEY", "OPENAI_API_KEY")
+TEACHER_RETRY = RetryPolicy(timeout_s=120.0, max_retries=3)
+"""Teacher defaults: long JSON replies take a while on a busy server."""
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
@@ -48,56 +51,38 @@ def extract_json(text: str) -> Any:
 class ChatClient:
     """Synchronous, thread-safe chat-completions client (one ``httpx.Client`` shared by threads)."""
 
-    def __init__(self, model: str, base_url: str, *, api_key: str | None = None, timeout: float = 120.0,
-                 max_retries: int = 3, backoff: float = 0.5, temperature: float = 0.0, max_tokens: int = 1024,
-                 json_mode: bool = True):
-        import httpx
-
+    def __init__(self, model: str, base_url: str, *, api_key: str | None = None, timeout_s: float | None = None,
+                 max_retries: int | None = None, backoff_base_s: float | None = None,
+                 backoff_cap_s: float | None = None, temperature: float = 0.0, max_tokens: int = 1024,
+                 json_mode: bool = True, connections: int = 16):
+        """Retry settings left as None come from ``$SAFETHINK_HTTP_<SETTING>``, else
+        :data:`TEACHER_RETRY`; the key defaults to ``$SAFETHINK_TEACHER_API_KEY`` then ``$OPENAI_API_KEY``."""
+        key = api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
+        retry = RetryPolicy.resolve(TEACHER_RETRY, timeout_s=timeout_s, max_retries=max_retries,
+                                    backoff_base_s=backoff_base_s, backoff_cap_s=backoff_cap_s)
+        self.endpoint = Endpoint(base_url, api_key=key, retry=retry)
         self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.max_retries = max_retries
-        self.backoff = backoff
+        self.base_url = self.endpoint.base_url
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.json_mode = json_mode
-        key = api_key or os.environ.get("SAFETHINK_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers)
+        self._http = self.endpoint.client(connections)
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         """The assistant text of one chat completion."""
-        import httpx
-
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature,
                                 "max_tokens": self.max_tokens}
         if self.json_mode:
             body["response_format"] = {"type": "json_object"}
-        url = f"{self.base_url}/chat/completions"
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            try:
-                r = self._http.post(url, json=body)
-            except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-            else:
-                if r.status_code == 200:
-                    try:
-                        return r.json()["choices"][0]["message"]["content"] or ""
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        raise EndpointError(f"{url}: reply is not a chat completion: {r.text[:200]}",
-                                            url=self.base_url) from None
-                if r.status_code == 400 and self.json_mode and "response_format" in r.text:
-                    self.json_mode = False  # the server does not know JSON mode; ask in the prompt only
-                    body.pop("response_format", None)
-                    continue
-                if r.status_code in ENDPOINT_HTTP_STATUS:
-                    raise EndpointError(f"{url}: HTTP {r.status_code}: {r.text[:300]}", url=self.base_url)
-                if r.status_code not in (408, 409, 429) and r.status_code < 500:
-                    raise BackendError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
-                last = f"HTTP {r.status_code}"
-            if attempt < self.max_retries:
-                time.sleep(self.backoff * 2 ** attempt)
-        raise EndpointError(f"{url}: failed after {self.max_retries + 1} attempts ({last})", url=self.base_url)
+        try:
+            choice = self.endpoint.post(self._http, "chat/completions", body, chat_choice)
+        except RejectedRequest as e:
+            if not (e.status == 400 and "response_format" in body and "response_format" in e.body):
+                raise
+            self.json_mode = False  # the server does not know JSON mode; ask in the prompt only
+            body.pop("response_format")
+            choice = self.endpoint.post(self._http, "chat/completions", body, chat_choice)
+        return choice["message"].get("content") or ""
 
     def structured(self, messages: list[dict[str, str]], schema: type[M], *,
                    check: Callable[[M], None] | None = None, max_repairs: int = 2) -> tuple[M, int]:

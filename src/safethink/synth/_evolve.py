@@ -69,13 +69,35 @@ class RuleEvolver:
         self.styles = load_styles()
 
     def rewrite(self, prompt: str, style: str, item_id: str) -> str:
-        spec = self.styles[style]
-        rng = random.Random(f"{self.seed}:evolve:{style}:{item_id}")
-        text = prompt.strip()
-        for src, dst in (spec.get("substitutions") or {}).items():
-            text = re.sub(rf"\b{re.escape(src)}\b", dst, text, flags=re.IGNORECASE)
-        lowered = text[:1].lower() + text[1:]
-        return rng.choice(spec["templates"]).format(prompt=lowered, prompt_verb=_verb_phrase(text))
+        return rule_rewrite(prompt, self.styles[style], random.Random(f"{self.seed}:evolve:{style}:{item_id}"))
+
+
+def rule_rewrite(prompt: str, spec: dict[str, Any], rng: random.Random) -> str:
+    """``prompt`` rewritten by one style's rules (``spec`` from :func:`load_styles`): its word
+    substitutions, then one of its templates chosen with ``rng``. Shared by the training-data
+    evolver and the evaluation attacks of the same names, so both see the same rewrites."""
+    text = prompt.strip()
+    for src, dst in (spec.get("substitutions") or {}).items():
+        text = re.sub(rf"\b{re.escape(src)}\b", dst, text, flags=re.IGNORECASE)
+    lowered = text[:1].lower() + text[1:]
+    return rng.choice(spec["templates"]).format(prompt=lowered, prompt_verb=_verb_phrase(text))
+
+
+def rewrite_messages(prompt: str, style: str, examples: list[dict[str, str]],
+                     styles: dict[str, dict[str, Any]] | None = None) -> list[dict[str, str]]:
+    """The conversation that asks an LLM to rewrite ``prompt`` in ``style`` (few-shot ``examples``),
+    replying with ``{"rewrite": ...}``. The training-data evolver and the evaluation attacks share it."""
+    spec = (styles or load_styles())[style]
+    shots = "\n".join(f"Original: {e['original']}\nRewrite: {e['rewrite']}" for e in examples)
+    frame = (_TWIN_FRAME if style == TWIN_STYLE else _ATTACK_FRAME).format(description=spec["description"])
+    return [{"role": "system", "content": f"{frame} "
+             'Reply with only a JSON object: {"rewrite": "<the rewritten request>"}'},
+            {"role": "user", "content": f"Examples:\n{shots}\n\nOriginal: {prompt}"}]
+
+
+def is_refusal_start(text: str) -> bool:
+    """True when a rewrite opens like the model declining the task ("I'm sorry", "I can't")."""
+    return bool(_REFUSAL_START.match(text))
 
 
 class _Rewrite(BaseModel):
@@ -105,7 +127,8 @@ def pick_diverse(query_vec: Any, cand_vecs: Any, k: int, lam: float = 0.5) -> li
 
 
 class LLMEvolver:
-    """Rewrites through an OpenAI-compatible model; falls back to :class:`RuleEvolver` on failure."""
+    """Rewrites through an OpenAI-compatible model; falls back to :class:`RuleEvolver` when the model
+    cannot write a valid rewrite of a prompt (not when the endpoint is down)."""
 
     name = "llm"
 
@@ -131,26 +154,26 @@ class LLMEvolver:
 
     def rewrite(self, prompt: str, style: str, item_id: str) -> str:
         """``prompt`` rewritten in ``style``. An attack style falls back to the rules when the model
-        fails; :data:`TWIN_STYLE` has no rule form and raises :class:`BackendError` instead."""
+        answers but never validly (or rejects the request); :data:`TWIN_STYLE` has no rule form and
+        raises :class:`BackendError` instead. :class:`EndpointError` (the endpoint is down or keeps
+        failing) is always raised."""
         spec = self.styles[style]
         twin = style == TWIN_STYLE
-        shots = "\n".join(f"Original: {e['original']}\nRewrite: {e['rewrite']}" for e in self.examples_for(prompt, style))
-        frame = (_TWIN_FRAME if twin else _ATTACK_FRAME).format(description=spec["description"])
-        msgs = [{"role": "system", "content": f"{frame} "
-                 'Reply with only a JSON object: {"rewrite": "<the rewritten request>"}'},
-                {"role": "user", "content": f"Examples:\n{shots}\n\nOriginal: {prompt}"}]
+        msgs = rewrite_messages(prompt, style, self.examples_for(prompt, style), self.styles)
 
         def check(obj: _Rewrite) -> None:
             if not norm_prompt(obj.rewrite):
                 raise ValueError("the rewrite has no words")
             if norm_prompt(obj.rewrite) == norm_prompt(prompt):
                 raise ValueError("the rewrite must differ from the original")
-            if twin and _REFUSAL_START.match(obj.rewrite):
+            if twin and is_refusal_start(obj.rewrite):
                 raise ValueError("write the benign request itself, not a refusal")
 
         try:
             obj, _ = self.client.structured(msgs, _Rewrite, check=check, max_repairs=self.max_repairs)
             return obj.rewrite
+        except EndpointError:
+            raise  # an outage says nothing about the prompt: the build marks the record failed
         except BackendError:
             if self.rules is None or not spec.get("templates"):
                 raise

@@ -1,5 +1,9 @@
 """The LLM teacher: any OpenAI-compatible endpoint writes SCoT verdicts or R2D steps as JSON,
-validated against the policy, repaired when malformed, and (R2D) re-tagged step by step."""
+validated against the policy, repaired when malformed, and (R2D) re-tagged step by step.
+
+A request that still fails after the HTTP retries and the repairs is a :class:`TeachFailure`
+(:meth:`LLMTeacher.attempt`); the teacher never fills in for itself. What happens to failed records
+is the builder's decision (fail the build, or ``fallback="structured"``)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from ..data._policy import Policy
 from ..errors import BackendError
 from ._client import ChatClient
-from ._types import TEACHERS, PivotName, R2DTrace, SCoTReasoning, TeachRequest, TeacherStats
+from ._types import TEACHERS, PivotName, R2DTrace, SCoTReasoning, TeachFailure, TeachRequest, TeacherStats
 
 _SCOT_SYSTEM = """You are a safety annotator. Given a user request, check it against each rule of this policy:
 {rules}
@@ -106,14 +110,13 @@ class LLMTeacher:
 
     def __init__(self, policy: Policy, model: str, base_url: str, *, concurrency: int = 4, max_repairs: int = 2,
                  retag: Literal["none", "heuristic", "teacher"] | str = "teacher",
-                 fallback: object | None = None, client: ChatClient | None = None, **client_options):
+                 client: ChatClient | None = None, **client_options):
+        """``client_options`` go to :class:`ChatClient` (``timeout_s``, ``max_retries``, ``api_key``, ...)."""
         self.policy = policy
         self.spec = f"openai:{model}@{base_url}"
         self.client = client or ChatClient(model, base_url, **client_options)
         self.concurrency = max(1, concurrency)
         self.max_repairs = max_repairs
-        self.fallback = fallback
-        """A teacher (the structured one) used when the endpoint cannot produce valid output; None raises."""
         self.stats = TeacherStats()
         self._lock = threading.Lock()
         if retag == "none":
@@ -131,23 +134,44 @@ class LLMTeacher:
             self.retagger = LLMRetagger(ChatClient(ms.target, ms.base_url or ""), max_repairs)
 
     # ------------------------------------------------------------ plumbing
-    def _map(self, fn, requests: Sequence[TeachRequest]) -> list:
-        if self.concurrency == 1 or len(requests) <= 1:
-            return [fn(r) for r in requests]
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(fn, requests))
+    def attempt(self, method: Literal["scot", "r2d"], requests: Sequence[TeachRequest]
+                ) -> list[SCoTReasoning | R2DTrace | TeachFailure]:
+        """One output per request, in order: the reasoning, or a :class:`TeachFailure` for a request
+        that still failed after the HTTP retries and the repairs (the others are unaffected)."""
+        one = self._scot_one if method == "scot" else self._r2d_one
 
-    def _count(self, repairs: int = 0, fallback: bool = False, error: str = "") -> None:
+        def safe(req: TeachRequest) -> SCoTReasoning | R2DTrace | TeachFailure:
+            try:
+                return one(req)
+            except BackendError as e:  # EndpointError, StructuredOutputError, a rejected request
+                self._count(error=f"{req.item_id}: {e}")
+                return TeachFailure(req.item_id, f"{type(e).__name__}: {e}", e)
+
+        if self.concurrency == 1 or len(requests) <= 1:
+            return [safe(r) for r in requests]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(safe, requests))
+
+    def _all(self, method: Literal["scot", "r2d"], requests: Sequence[TeachRequest]) -> list:
+        outs = self.attempt(method, requests)
+        for o in outs:
+            if isinstance(o, TeachFailure):
+                raise o.cause if o.cause is not None else BackendError(o.error)
+        return outs
+
+    def _count(self, repairs: int = 0, error: str = "") -> None:
         with self._lock:
             self.stats.calls += 1
             self.stats.repairs += repairs
-            self.stats.fallbacks += int(fallback)
-            if error and len(self.stats.errors) < 20:
-                self.stats.errors.append(error)
+            if error:
+                self.stats.failures += 1
+                if len(self.stats.errors) < 20:
+                    self.stats.errors.append(error)
 
     # ------------------------------------------------------------ SCoT
     def scot(self, requests: Sequence[TeachRequest]) -> list[SCoTReasoning]:
-        return self._map(self._scot_one, requests)
+        """Reasoning for every request; the first failure is raised (see :meth:`attempt`)."""
+        return self._all("scot", requests)
 
     def _scot_one(self, req: TeachRequest) -> SCoTReasoning:
         ids = self.policy.ids
@@ -166,10 +190,7 @@ class LLMTeacher:
 
         msgs = [{"role": "system", "content": _SCOT_SYSTEM.format(rules=_rules_text(self.policy))},
                 {"role": "user", "content": _user_text(req)}]
-        try:
-            obj, repairs = self.client.structured(msgs, SCoTReasoning, check=check, max_repairs=self.max_repairs)
-        except BackendError as e:
-            return self._fallback(req, e, "scot")
+        obj, repairs = self.client.structured(msgs, SCoTReasoning, check=check, max_repairs=self.max_repairs)
         self._count(repairs)
         if req.label == "benign":  # the dataset label is authoritative for retain examples
             obj = obj.model_copy(update={"verdicts": [v.model_copy(update={"violated": False, "reason": ""})
@@ -178,7 +199,8 @@ class LLMTeacher:
 
     # ------------------------------------------------------------ R2D
     def r2d(self, requests: Sequence[TeachRequest]) -> list[R2DTrace]:
-        return self._map(self._r2d_one, requests)
+        """Traces for every request; the first failure is raised (see :meth:`attempt`)."""
+        return self._all("r2d", requests)
 
     def _r2d_one(self, req: TeachRequest) -> R2DTrace:
         def check(obj: R2DTrace) -> None:
@@ -190,26 +212,17 @@ class LLMTeacher:
 
         msgs = [{"role": "system", "content": _R2D_SYSTEM.format(rules=_rules_text(self.policy))},
                 {"role": "user", "content": _user_text(req)}]
-        try:
-            obj, repairs = self.client.structured(msgs, R2DTrace, check=check, max_repairs=self.max_repairs)
-            if self.retagger is not None:
-                labels = self.retagger.retag(req, obj)
-                obj = obj.model_copy(update={"steps": [s.model_copy(update={"pivot": p})
-                                                       for s, p in zip(obj.steps, labels)]})
-        except BackendError as e:
-            return self._fallback(req, e, "r2d")
+        obj, repairs = self.client.structured(msgs, R2DTrace, check=check, max_repairs=self.max_repairs)
+        if self.retagger is not None:
+            labels = self.retagger.retag(req, obj)
+            obj = obj.model_copy(update={"steps": [s.model_copy(update={"pivot": p})
+                                                   for s, p in zip(obj.steps, labels)]})
         self._count(repairs)
         if req.label == "benign":
             obj = obj.model_copy(update={"answer": None, "categories": []})
         elif not obj.categories:
             obj = obj.model_copy(update={"categories": list(req.categories)})
         return obj
-
-    def _fallback(self, req: TeachRequest, err: Exception, kind: str):
-        if self.fallback is None:
-            raise err
-        self._count(fallback=True, error=f"{req.item_id}: {err}")
-        return getattr(self.fallback, kind)([req])[0]
 
     def describe(self) -> str:
         return json.dumps({"spec": self.spec, "retag": getattr(self.retagger, "name", "none")})

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import random
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..data._loaders import load_prompts
+from ..data._loaders import FRAME_TWINS, default_data_dir, load_prompts
+from ..data._sources import HF_ALIASES, SOURCES
+from ..errors import InputError
+from ..io import check_text
 from ..data._neardup import NearDuplicate, find_near_duplicates, load_eval_prompts
 from ..data._policy import Policy
 from ..data._schema import PromptRecord
@@ -44,6 +49,11 @@ class BuildConfig(BaseModel):
     max_new_tokens: int = Field(default=128, ge=1, description="Cap on retain answers.")
     batch_size: int = Field(default=16, ge=1, description="Retain generation batch size.")
     concurrency: int = Field(default=4, ge=1, description="Parallel requests to an HTTP teacher.")
+    fallback: Literal["none", "structured"] = Field(
+        default="none", description="What writes a record the LLM teacher still fails on after its retries: "
+                                    "'none' (the build ends with an error naming the failed records; run it again "
+                                    "to retry them) or 'structured' (the offline structured teacher; the manifest "
+                                    "lists those records under 'fallbacks').")
     retag: str = Field(default="teacher", description="R2D re-tagging: none, heuristic, teacher, or openai:<model>@<url>.")
     system_prompt: str | None = Field(default=None, description="Optional system message on every record.")
     check_eval_overlap: bool = Field(default=True, description="Warn about near-duplicates of evaluation prompts.")
@@ -65,7 +75,9 @@ class BuildConfig(BaseModel):
 
     def plan_hash(self) -> str:
         """Hash of the settings that decide which records are built (not how fast)."""
-        keep = self.model_dump(exclude={"concurrency", "check_eval_overlap"})
+        # fallback decides who writes a failed record, not which records exist: a failed build can be
+        # resumed with --fallback structured
+        keep = self.model_dump(exclude={"concurrency", "check_eval_overlap", "fallback"})
         for opt in ("llm_twins", "drop_eval_overlap"):
             if not keep[opt]:
                 del keep[opt]  # sets built before the option existed keep their hash
@@ -107,6 +119,32 @@ def eval_prompts_for(cfg: BuildConfig) -> list[PromptRecord]:
     return [r for r in load_eval_prompts(data_dir=cfg.data_dir) if r.source not in own]
 
 
+def source_files(source: str, data_dir: str | None = None) -> list[Path]:
+    """The local files a prompt source reads: the file it names, or a named source's copies under the
+    data dir (``data_dir`` or ``$SAFETHINK_DATA_DIR``); built-in sets and hub-cache copies are not listed."""
+    inner = source.removeprefix(FRAME_TWINS)
+    path = Path(inner).expanduser()
+    if path.is_file():
+        return [path]
+    spec = SOURCES.get(HF_ALIASES.get(inner.lower(), inner.lower()))
+    root = default_data_dir(data_dir)
+    if spec is None or root is None:
+        return []
+    extra = sorted(glob.glob(str(root / spec.targets_file))) if spec.targets_file else []
+    for pattern in spec.files:
+        files = sorted(glob.glob(str(root / pattern)))
+        if files:
+            return [Path(f) for f in files + extra]
+    return []
+
+
+def check_sources(sources: list[str], data_dir: str | None = None) -> None:
+    """Raise :class:`InputError` (file, line, byte offset) now for a source file that is not UTF-8."""
+    for src in sources:
+        for f in source_files(src, data_dir):
+            check_text(f)
+
+
 def load_sources(cfg: BuildConfig, dropped: list[NearDuplicate] | None = None
                  ) -> tuple[list[PromptRecord], list[PromptRecord], list[PromptRecord]]:
     """(harmful, forced benign: twins + borderline, benign pool), deduplicated by normalised text. With
@@ -115,6 +153,13 @@ def load_sources(cfg: BuildConfig, dropped: list[NearDuplicate] | None = None
     evals = eval_prompts_for(cfg) if cfg.drop_eval_overlap else []
 
     def load(src: str, label: Literal["harmful", "benign"], limit: int | None) -> list[PromptRecord]:
+        try:
+            return load_one(src, label, limit)
+        except UnicodeDecodeError as e:  # name the file and line instead of a traceback
+            check_sources([src], cfg.data_dir)
+            raise InputError(f"{src}: a file of this source is not valid UTF-8 ({e.reason}); save it as UTF-8") from None
+
+    def load_one(src: str, label: Literal["harmful", "benign"], limit: int | None) -> list[PromptRecord]:
         if not cfg.drop_eval_overlap:
             return load_prompts(src, label=label, limit=limit, seed=cfg.seed, data_dir=cfg.data_dir)
         records = load_prompts(src, label=label, seed=cfg.seed, data_dir=cfg.data_dir)

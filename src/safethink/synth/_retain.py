@@ -9,14 +9,13 @@ an uninterrupted one would (batch composition can change greedy outputs through 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._home import safethink_home
+from ..io import append_log, read_log
 
 
 def _key(*parts: str) -> str:
@@ -53,14 +52,9 @@ class RetainAnswerer:
     def _load_cache(self) -> dict[str, str]:
         if self._cache is None:
             self._cache = {}
-            if self.cache_path.is_file():
-                with self.cache_path.open(encoding="utf-8") as f:
-                    for line in f:
-                        try:
-                            obj = json.loads(line)
-                            self._cache[obj["key"]] = obj["answer"]
-                        except (json.JSONDecodeError, KeyError, TypeError):
-                            continue  # a line torn by a crash: regenerate that answer
+            for obj in read_log(self.cache_path):  # a line torn by a crash is left out: regenerated
+                if isinstance(obj, dict) and isinstance(obj.get("key"), str) and isinstance(obj.get("answer"), str):
+                    self._cache[obj["key"]] = obj["answer"]
         return self._cache
 
     def _model_obj(self) -> Any:
@@ -94,13 +88,9 @@ class RetainAnswerer:
                 if out.finish_reason == "length":
                     text = trim_to_sentence(text)
                 cache[keys[i]] = text or "I'm not sure how to answer that."
-                lines.append(json.dumps({"key": keys[i], "answer": cache[keys[i]]}, ensure_ascii=False) + "\n")
+                lines.append({"key": keys[i], "answer": cache[keys[i]]})
             self.generated += len(group)
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_path.open("a", encoding="utf-8") as f:
-                f.write("".join(lines))
-                f.flush()
-                os.fsync(f.fileno())
+            append_log(self.cache_path, lines)
             if progress:
                 progress(group[-1] + 1)
         return [cache[k] for k in keys]

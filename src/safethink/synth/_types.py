@@ -96,13 +96,24 @@ class Teacher(Protocol):
     def r2d(self, requests: Sequence[TeachRequest]) -> list[R2DTrace]: ...
 
 
+@dataclass(frozen=True)
+class TeachFailure:
+    """A request a teacher could not write reasoning for, after the retries and repairs: the
+    endpoint kept failing, or the model never answered validly."""
+
+    item_id: str
+    error: str
+    """What went wrong, for the build journal and the error message."""
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+
+
 @dataclass
 class TeacherStats:
-    """Counters a build reports (repairs, fallbacks)."""
+    """Counters a build reports (repairs, failed requests)."""
 
     calls: int = 0
     repairs: int = 0
-    fallbacks: int = 0
+    failures: int = 0
     errors: list[str] = field(default_factory=list)
 
 
