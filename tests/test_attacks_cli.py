@@ -29,6 +29,9 @@ def test_list_shows_every_attack():
     for name in ATTACKS.names():
         assert name in res.output
     assert "needs_target" in res.output and "arxiv.org/abs/2307.15043" in res.output
+    tagged = [line for line in res.output.splitlines() if "evolution" in line]
+    assert {n for n in ("slang", "role-play", "expert-endorsement") if any(f" {n} " in line for line in tagged)} \
+        == {"slang", "role-play", "expert-endorsement"}
 
 
 def test_apply_prints_the_attacked_prompt():

@@ -105,7 +105,10 @@ def test_the_documented_attacks_are_registered():
                 "distractors", "poems", "wikipedia", "aim", "dev-mode", "evil-confidant", "base64", "rot13",
                 "leetspeak", "disemvowel", "misspellings", "caesar", "atbash", "morse", "dan", "deep-inception",
                 "past-tense", "payload-splitting", "few-shot", "many-shot", "prefilling", "pair", "tap",
-                "persuasion", "translation", "gcg", "autodan"}
+                "persuasion", "translation", "gcg", "autodan",
+                # SCoT's question-evolution styles
+                "slang", "uncommon-dialects", "role-play", "evidence-based-persuasion", "logical-appeal",
+                "expert-endorsement"}
     assert expected <= set(NAMES)
 
 

@@ -89,3 +89,57 @@ def test_gcg_on_the_bundled_model_for_a_few_behaviours():
     out = attack.prepare(records, seed=0, target=model)
     for p in out:
         assert p.meta["best_loss"] < p.meta["initial_loss"]
+
+
+@pytest.mark.timeout(300)
+def test_autodan_hierarchical_operators_on_the_builtin_prompts(tiny_model):
+    from safethink.attacks._data import package_data
+    from safethink.models import validate_messages
+
+    attack = ATTACKS.create("autodan", population_size=4, generations=3, paragraph_every=2, crossover_rate=1.0,
+                            word_replace_rate=1.0, model_name="TinyBot")
+    assert attack.params()["prototypes"] is None  # runs without a user-supplied file
+    p = attack.prepare([REC], seed=0, target=tiny_model)[0]
+    m = p.meta
+    assert m["operators"] == ["paragraph", "sentence", "paragraph"] and m["prototypes"] == "builtin"
+    assert m["crossovers"] > 0 and m["word_replacements"] > 0
+    assert m["top_words"] and all(isinstance(w, str) and isinstance(s, float) for w, s in m["top_words"])
+    hist = m["fitness_history"]
+    assert len(hist) == 4 and all(b >= a for a, b in zip(hist, hist[1:]))
+    validate_messages(p.messages)
+    text = p.messages[0]["content"]
+    assert text.endswith(REC.prompt) and "[MODEL]" not in text and "TinyBot" in text
+    assert all(proto not in text for proto in package_data("autodan.yaml")["prototypes"])  # it was changed
+    (loss,) = target_losses(tiny_model, [text], REC.target)
+    assert loss == pytest.approx(m["best_loss"], abs=1e-4)
+    again = attack.prepare([REC], seed=0, target=tiny_model)[0]
+    assert again.messages == p.messages and again.meta == m  # deterministic in the seed
+
+
+def test_autodan_operators():
+    import random
+
+    from safethink.attacks._autodan import crossover, momentum_word_scores, replace_words
+
+    a = "A one. A two. A three. A four.\n\nA para two."
+    b = "B one. B two. B three. B four.\n\nB para two.\n\nB para three."
+    rng = random.Random(0)
+    kids = [crossover(a, b, 3, rng) for _ in range(20)]
+    for x, y in kids:
+        assert x.count("\n\n") + y.count("\n\n") == 3  # paragraphs stay aligned, the extra one goes along
+        sx = [s for s in x.replace("\n\n", " ").split(". ")]
+        assert len(sx) >= 4
+    assert any("A one" in x and "B two" in x for x, _ in kids)  # sentences really move between prompts
+
+    scores = momentum_word_scores({}, ["the quick fox", "the slow fox"], [-1.0, -3.0])
+    assert scores == {"the": -2.0, "quick": -1.0, "fox": -2.0, "slow": -3.0}
+    scores = momentum_word_scores(scores, ["quick"], [0.0])
+    assert scores["quick"] == -0.5 and scores["slow"] == -3.0  # momentum: old and new averaged
+
+    table = {"fast": ["quick", "slow"]}
+    picks = [replace_words("Fast fox.\n\nfast dog.", scores, table, 1.0, 5, random.Random(i))
+             for i in range(50)]
+    assert all(n == 2 for _, n in picks)
+    firsts = [t.split(" ")[0] for t, _ in picks]
+    assert set(firsts) <= {"Quick", "Slow"} and firsts.count("Quick") > 40  # the better-scored word wins
+    assert all("\n\n" in t for t, _ in picks)

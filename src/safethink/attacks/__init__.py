@@ -5,7 +5,7 @@ one :class:`AttackedPrompt` per record with the attack's name, parameters and se
 Importing this package registers every built-in attack (no other side effects).
 """
 
-from . import _autodan, _encodings, _gcg, _rewrite, _search, _templates  # noqa: F401  (registration)
+from . import _autodan, _encodings, _evolution, _gcg, _rewrite, _search, _templates  # noqa: F401  (registration)
 from ._base import ATTACKS, Attack, AttackBase, AttackedPrompt, AttackFamily, Built, TextAttack
 from ._data import load_prompt_templates
 
@@ -23,10 +23,17 @@ __all__ = [
 
 
 def attack_table() -> list[dict[str, object]]:
-    """One row per registered attack: name, family, needs_target, needs (required args), paper, description."""
+    """One row per registered attack: name, family, needs_target, needs (required args), tags, style
+    (the training evolution style it stands for, or None), paper, description."""
     rows = []
     for name, cls in ATTACKS.items():
         rows.append({"name": name, "family": cls.family, "needs_target": cls.needs_target,
-                     "needs": list(getattr(cls, "needs", ())), "paper": cls.paper,
+                     "needs": list(getattr(cls, "needs", ())), "tags": list(getattr(cls, "tags", ())),
+                     "style": _training_style(cls), "paper": cls.paper,
                      "description": getattr(cls, "description", "")})
     return rows
+
+
+def _training_style(cls: type) -> str | None:
+    get = getattr(cls, "training_style", None)
+    return get() if callable(get) else getattr(cls, "style", None)

@@ -88,11 +88,24 @@ class AttackBase:
     request_form: ClassVar[RequestForm] = "verbatim"
     needs: ClassVar[tuple[str, ...]] = ()
     """Constructor arguments without a usable default (e.g. ``attacker``, ``judge``, ``templates``)."""
+    tags: ClassVar[tuple[str, ...]] = ()
+    """Free-form labels shown by ``safethink attacks list`` (e.g. ``evolution``)."""
+    style: ClassVar[str | None] = None
+    """The training evolution style this attack stands for, spelt as the data manifest records it;
+    stamped into every result's ``meta["style"]`` so evaluation splits seen/unseen attacks by it.
+    (``style-injection`` has a *parameter* named ``style``; see :meth:`training_style`.)"""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "prepare" in cls.__dict__:
             raise TypeError(f"{cls.__name__}: prepare() is final; implement build() instead")
+
+    @classmethod
+    def training_style(cls) -> str | None:
+        """:attr:`style` when it names a training evolution style; None where ``style`` is a parameter."""
+        if any(f.name == "style" for f in fields(cls)):  # type: ignore[arg-type]
+            return None
+        return cls.style
 
     # The hook. Batch-level so model-driven attacks can batch their queries.
     def build(self, records: Sequence[PromptRecord], rngs: Sequence[random.Random],
@@ -115,9 +128,11 @@ class AttackBase:
         if len(built) != len(records):
             raise RuntimeError(f"attack {self.name!r} built {len(built)} prompts for {len(records)} records")
         params = self.params()
+        trained = self.training_style()
+        style = {"style": trained} if trained else {}
         return [
             AttackedPrompt(record_id=r.id, messages=_with_history(r, b.messages), attack=self.name,
-                           params=dict(params), seed=seed, prefix=b.prefix, meta=dict(b.meta))
+                           params=dict(params), seed=seed, prefix=b.prefix, meta={**style, **b.meta})
             for r, b in zip(records, built)
         ]
 

@@ -159,13 +159,22 @@ class PAIR(_SearchAttack):
 
 
 _WORD = re.compile(r"[a-z]{4,}")
+_VERDICT = re.compile(r"\[\[\s*(yes|no)\s*\]\]", re.I)
+_BARE_VERDICT = re.compile(r"^\W*(yes|no)\b", re.I)
+
+
+def parse_on_topic(reply: str) -> bool | None:
+    """The evaluator's verdict: ``[[YES]]`` -> True, ``[[NO]]`` -> False (a bare leading yes/no is
+    accepted too); None when the reply holds neither."""
+    m = _VERDICT.search(reply) or _BARE_VERDICT.search(reply)
+    return None if m is None else m.group(1).lower() == "yes"
 
 
 def topic_overlap(goal: str, prompt: str) -> float:
     """Share of the goal's content words (four letters or more) that the prompt mentions.
 
-    TAP's first pruning phase asks an evaluator whether a prompt still pursues the goal; this
-    lexical check is an offline stand-in that costs no model call.
+    TAP's first pruning phase asks an evaluator model whether a prompt still pursues the goal; this
+    lexical check is the offline fallback when no evaluator is given.
     """
     words = set(_WORD.findall(goal.lower()))
     if not words:
@@ -185,30 +194,67 @@ class TAP(_SearchAttack):
     """Leaves kept after each round (second pruning phase)."""
     branching_factor: int = 2
     """Children the attacker proposes from each leaf per round."""
+    evaluator: Any = None
+    """First pruning phase, as published: this model (a ChatModel or a model spec string) is asked
+    whether each candidate prompt still asks for the goal, and off-topic ones are dropped before
+    they reach the target. None falls back to the word-overlap check (``min_topic_overlap``)."""
+    evaluator_max_new_tokens: int = 16
     min_topic_overlap: float = 0.2
-    """First pruning phase: drop prompts that mention less than this share of the goal's words."""
+    """Word-overlap fallback: drop prompts that mention less than this share of the goal's words."""
+
+    _evaluator: ChatModel | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if min(self.depth, self.width, self.branching_factor) < 1:
             raise SpecError("tap: depth, width and branching_factor must be >= 1")
         super().__post_init__()
+        if self.evaluator is not None:
+            self._evaluator = resolve_model(self.evaluator, what="tap evaluator")
+
+    @property
+    def pruner(self) -> str:
+        """Which first-phase pruner runs: ``evaluator`` or the offline ``word-overlap`` fallback."""
+        return "evaluator" if self._evaluator is not None else "word-overlap"
+
+    def _on_topic(self, goal: str, children: list[_Node], checks: list[dict]) -> list[bool]:
+        """Phase-1 verdict per child; every check is recorded (prompt, verdict, evaluator reply)."""
+        if self._evaluator is None:
+            verdicts = [topic_overlap(goal, c.prompt) >= self.min_topic_overlap for c in children]
+            checks.extend({"prompt": c.prompt[:500], "on_topic": v} for c, v in zip(children, verdicts))
+            return verdicts
+        p = _prompts()
+        convs = [[{"role": "system", "content": fill(p["tap_on_topic_system"], goal=goal)},
+                  {"role": "user", "content": fill(p["tap_on_topic_user"], prompt=c.prompt)}] for c in children]
+        outs = self._evaluator.generate(convs, GenerationConfig(max_new_tokens=self.evaluator_max_new_tokens))
+        verdicts = []
+        for c, o in zip(children, outs):
+            v = parse_on_topic(o.text)
+            # An unreadable verdict keeps the branch (as the TAP reference does): pruning is for
+            # branches the evaluator calls off-topic, not for evaluator noise.
+            verdicts.append(True if v is None else v)
+            checks.append({"prompt": c.prompt[:500], "on_topic": verdicts[-1], "unparsed": v is None,
+                           "evaluator_reply": o.text[:200]})
+        return verdicts
 
     def _search(self, record: PromptRecord, rng: random.Random, target: ChatModel) -> Built:
         goal = record.user_text()
         leaves = [self._root(goal, record.target or "Sure, here is")]
         history: list[dict] = []
         best: _Node | None = None
-        pruned_off_topic = 0
+        pruned_off_topic = kept_off_topic = 0
+        checks: list[dict] = []
         it = 0
         for it in range(1, self.depth + 1):
             budget = self.max_queries - len(history)
             if budget <= 0:
                 break
             children = self._propose([c for c in leaves for _ in range(self.branching_factor)], goal, rng)
-            on_topic = [c for c in children if topic_overlap(goal, c.prompt) >= self.min_topic_overlap]
+            verdicts = self._on_topic(goal, children, checks)
+            on_topic = [c for c, keep in zip(children, verdicts) if keep]
             pruned_off_topic += len(children) - len(on_topic)
             if not on_topic:  # keep the closest one so the tree never dies out
                 on_topic = [max(children, key=lambda c: topic_overlap(goal, c.prompt))]
+                kept_off_topic += 1
             on_topic = on_topic[:budget]
             self._query(on_topic, goal, history, it, target)
             for n in on_topic:
@@ -219,5 +265,6 @@ class TAP(_SearchAttack):
             keep = sorted(on_topic, key=lambda n: -n.score)[:self.width]
             leaves = [self._feedback(n, goal) for n in keep]
         built = self._result(best, goal, history, it)
-        built.meta["pruned_off_topic"] = pruned_off_topic
+        built.meta.update(pruner=self.pruner, pruned_off_topic=pruned_off_topic, kept_off_topic=kept_off_topic,
+                          topic_checks=checks)
         return built

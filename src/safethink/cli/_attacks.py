@@ -16,15 +16,16 @@ attacks_app = typer.Typer(help="Jailbreak attacks: list them, or apply one to a 
 
 @attacks_app.command("list")
 def list_attacks() -> None:
-    """Table of registered attacks: name, family, whether it needs the target model, paper."""
+    """Table of registered attacks: name, family, whether it needs the target model, tags, paper."""
     from ..attacks import attack_table
 
     table = Table(title="attacks")
-    for col in ("name", "family", "needs_target", "needs", "paper"):
+    for col in ("name", "family", "needs_target", "needs", "tags", "paper"):
         table.add_column(col, overflow="fold")
     for row in attack_table():
         table.add_row(str(row["name"]), str(row["family"]), "yes" if row["needs_target"] else "no",
-                      ", ".join(row["needs"]) or "-", str(row["paper"]) or "-")  # type: ignore[arg-type]
+                      ", ".join(row["needs"]) or "-", ", ".join(row["tags"]) or "-",  # type: ignore[arg-type]
+                      str(row["paper"]) or "-")
     console.print(table)
 
 

@@ -113,6 +113,10 @@ def model_styles(entry: ModelEntry) -> list[str]:
         return []
     if isinstance(info.get("styles"), list):
         return [str(s) for s in info["styles"]]
+    # A training run keeps the manifest of the data it was trained on (train/_run.py).
+    manifest = info.get("data_manifest")
+    if isinstance(manifest, dict) and isinstance(manifest.get("styles"), list):
+        return [str(s) for s in manifest["styles"]]
     # The training run points at its data directory; the data manifest lists the evolution styles.
     cfg = info.get("config") if isinstance(info.get("config"), dict) else {}
     for cand in (info.get("data"), info.get("data_dir"), cfg.get("data"), cfg.get("data_dir")):
