@@ -3,7 +3,9 @@
 Train: AdvBench harmful prompts + harmless instructions (Alpaca, from the refusal-direction splits) +
 safethink's own benign twins and safe-but-scary prompts. Evaluate (never trained on): JBB harmful +
 benign, HarmBench val, StrongREJECT small, XSTest safe + unsafe, under the transform-attack suite.
-Ordinary requests: held-out Alpaca instructions (``harmless-val``), for the benign answer rate.
+Ordinary requests: held-out Alpaca instructions (``harmless-val``), for the benign answer rate, and requests as
+real users send them (``builtin:realistic-test``: pasted documents, emails, code, personas, earlier turns; all 86
+by default), since a guard can refuse nothing on one-line sets and every request that carries context.
 Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard (``--variants`` picks some);
 with ``--probe`` also R2D behind the probe guard and the probe router (base / R2D), the probe fitted on the
 base model's states of the training prompts under ``--probe-attacks``; with ``--wrapper-path`` also the rows
@@ -39,12 +41,14 @@ from _machine import machine  # noqa: E402
 from safethink.data import find_near_duplicates, load_eval_prompts, load_prompts
 from safethink.io import write_jsonl
 from safethink.quickstart import (
-    TRANSFORM_ATTACKS, QuickstartConfig, Variant, build_training_sets, eval_specs, run_evaluations, summarise,
-    train_adapters,
+    REALISTIC_TEST, REALISTIC_TRAIN, TRANSFORM_ATTACKS, QuickstartConfig, Variant, build_training_sets, eval_specs,
+    run_evaluations, summarise, train_adapters,
 )
 
 HARMFUL_SETS = {"jbb-harmful": "JBB harmful", "harmbench": "HarmBench val", "strongreject": "StrongREJECT"}
-BENIGN_SETS = {"jbb-benign": "JBB benign", "xstest": "XSTest safe", "harmless-val": "Alpaca (held out)"}
+BENIGN_SETS = {"jbb-benign": "JBB benign", "xstest": "XSTest safe", "harmless-val": "Alpaca (held out)",
+               REALISTIC_TEST: "realistic (held out)"}
+"""One-line benign sets, and safethink's held-out realistic requests (pasted material, personas, earlier turns)."""
 
 
 
@@ -58,6 +62,8 @@ def main() -> None:
                     help="Benign prompts trained on from each of: safethink twins, safe-but-scary, Alpaca harmless.")
     ap.add_argument("--eval-limit", type=int, default=10, help="Prompts per harmful evaluation set.")
     ap.add_argument("--benign-limit", type=int, default=None, help="Prompts per benign set (default: --eval-limit).")
+    ap.add_argument("--realistic-limit", type=int, default=None,
+                    help=f"Prompts of {REALISTIC_TEST} (default: all 86; the other benign sets take --benign-limit).")
     ap.add_argument("--probe", action="store_true",
                     help="Also fit the probe guard and evaluate R2D behind it and the probe router (base / R2D).")
     ap.add_argument("--probe-path", default=None,
@@ -74,6 +80,9 @@ def main() -> None:
     ap.add_argument("--probe-benign", type=int, default=40,
                     help="Benign prompts the probe is fitted on from each of: safethink twins, safe-but-scary, "
                          "ordinary, Alpaca harmless (the harmful ones: the --train-harmful AdvBench prompts).")
+    ap.add_argument("--probe-negatives", default=REALISTIC_TRAIN,
+                    help="Comma list of benign sources the probe takes as extra negatives as sent, its threshold held "
+                         "to at most 2%% of them flagged out of fold ('' for none).")
     ap.add_argument("--wrapper-path", default=None,
                     help="A wrapper probe (safethink probe fit --target wrapper, or benchmarks/wrapper.py "
                          "--save-probe): adds the rows base and R2D behind it, and with --probe the base model behind "
@@ -132,7 +141,8 @@ def main() -> None:
     lim, blim = args.eval_limit, args.benign_limit or args.eval_limit
 
     def ds(src: str, label: str, names: dict[str, str]) -> dict[str, Any]:
-        return {"source": src, "label": label, "limit": lim if label == "harmful" else blim, "name": names[src]}
+        limit = lim if label == "harmful" else args.realistic_limit if src == REALISTIC_TEST else blim
+        return {"source": src, "label": label, "name": names[src], **({"limit": limit} if limit else {})}
 
     under_attack = [ds(s, "harmful", HARMFUL_SETS) for s in attacked]
     direct = ([ds(s, "harmful", HARMFUL_SETS) for s in HARMFUL_SETS if s not in attacked]
@@ -155,7 +165,9 @@ def main() -> None:
             if at == "(all)":
                 per_set.setdefault(de, {})[name] = rate
     pct = lambda x: "-" if x != x else f"{100 * x:.1f}%"  # noqa: E731
-    table = Table(title=f"defence on public data ({args.model}; {lim} harmful / {blim} benign prompts per set; "
+    n_real = args.realistic_limit or "all"
+    table = Table(title=f"defence on public data ({args.model}; {lim} harmful / {blim} benign prompts per set, "
+                        f"{n_real} realistic; "
                         f"{len(attacks)} attacks on "
                         f"{', '.join(HARMFUL_SETS[s] for s in attacked)})")
     table.add_column("variant", style="bold")
@@ -225,12 +237,15 @@ def clean_advbench(out: Path, data_dir: str, seed: int, console: Console) -> Pat
 def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespace, console: Console) -> Path:
     """The probe guard's classifier (cached in ``out/probe.json``, a tuned probe in ``out/probe_tuned``) on the
     base model's states of ``--probe-harmful`` AdvBench prompts (default: those trained on) and
-    ``--probe-benign`` benign prompts per source, each under the probe attacks."""
+    ``--probe-benign`` benign prompts per source, each under the probe attacks, and the ``--probe-negatives``
+    requests as sent (fitted again when the saved probe took other negatives)."""
+    from safethink.guard import load_probe
     from safethink.models import load_model
     from safethink.train import fit_probe_from_sources
 
     dest = cfg.probe_path
-    if cfg.probe_saved:
+    negatives = [s for s in args.probe_negatives.split(",") if s]
+    if cfg.probe_saved and load_probe(dest).metrics.get("fitted_on", {}).get("negatives", []) == negatives:
         return dest
     attacks = (args.probe_attacks or args.attacks).split(",")
     out = cfg.out / "probe_sources"
@@ -246,7 +261,8 @@ def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespa
             files[label].append(str(path))
     t = time.perf_counter()
     probe = fit_probe_from_sources(load_model(cfg.model), files["harmful"], files["benign"], attacks=attacks,
-                                   seed=cfg.seed, tune=cfg.probe_tune, forms_per_request=args.probe_forms_per_request)
+                                   seed=cfg.seed, tune=cfg.probe_tune, forms_per_request=args.probe_forms_per_request,
+                                   negatives=negatives, data_dir=args.data_dir)
     probe.save(dest)
     console.log(f"probe: layers {probe.layers}, {'validation' if cfg.probe_tune else 'CV'} AUC "
                 f"{probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f}, route {probe.route_threshold}, "

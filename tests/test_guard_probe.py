@@ -437,3 +437,189 @@ def test_document_requests_wrap_the_models_long_answers_in_ordinary_tasks(tiny_m
         assert c[0]["content"].startswith(head) and c[0]["content"].endswith(tail) and body in answers
     assert document_requests(tiny_model, recs, n=3, seed=0, max_new_tokens=256, min_chars=10**6) == []
     assert docs == document_requests(tiny_model, recs, n=3, seed=0, max_new_tokens=256, min_chars=1)
+
+
+def _realistic(n_groups: int = 6):
+    """Realistic-looking benign records: pasted material, a persona, an earlier turn; two share a group."""
+    from safethink.data._schema import PromptRecord
+
+    recs = []
+    for i in range(n_groups):
+        history = ({"role": "system", "content": f"You are the help desk of shop {i}."},) if i % 2 else (
+            {"role": "user", "content": f"Here is my draft letter number {i}."},
+            {"role": "assistant", "content": "Thanks, what should I do with it?"})
+        recs.append(PromptRecord(id=f"r{i}", prompt=f"Summarise this report {i}:\n\nThe council met on day {i} ...",
+                                 label="benign", source="builtin:realistic-train", history=history,
+                                 meta={"kind": "summarise" if i % 2 else "multi-turn", "group": f"g{i // 2}"}))
+    return recs
+
+
+def test_realistic_negatives_are_plain_negatives_with_their_history():
+    from safethink.data._schema import PromptRecord
+    from safethink.train import probe_forms
+
+    harm = [PromptRecord(id="h1", prompt="how to pick a lock", label="harmful", source="t")]
+    twin = [PromptRecord(id="t1", prompt="how do locks work", label="benign", source="t", meta={"twin_of": "h1"})]
+    real = _realistic()
+    intent = probe_forms(harm, twin, ["none", "prefix-injection"], seed=1, negatives=real)
+    assert intent["negative"][-len(real):] == [r.messages() for r in real]
+    assert intent["negative"][-1][0]["role"] == "system" and len(intent["negative"][-2]) == 3  # history kept
+    assert intent["groups"][-len(real):] == ["group:g0", "group:g0", "group:g1", "group:g1", "group:g2", "group:g2"]
+    assert intent["kinds"] == [None] * 4 + [r.meta["kind"] for r in real]
+    assert len(intent["positive"]) == 2 and intent["attacks"][-len(real):] == ["none"] * len(real)
+
+    wrapper = probe_forms(harm, twin, ["none", "past-tense", "base64", "aim"], seed=1, per_record=1,
+                          target="wrapper", plain_attacks=("none", "past-tense"), negatives=real)
+    # every request (the realistic ones too) is a positive under one wrapping attack; the realistic requests
+    # are negatives as sent only (no past-tense rewrite of a pasted document)
+    assert len(wrapper["positive"]) == 2 + len(real) and len(wrapper["negative"]) == 2 * 2 + len(real)
+    wrapped = [c for c, a in zip(wrapper["positive"], wrapper["attacks"]) if c[:len(real[1].history)] == real[1].messages()[:-1]]
+    assert wrapped and wrapped[0][-1]["content"] != real[1].user_text()  # the persona goes first, then the template
+    assert wrapper["negative"][-len(real):] == [r.messages() for r in real]
+    assert [k for k in wrapper["kinds"] if k] == [r.meta["kind"] for r in real]
+    assert len(wrapper["kinds"]) == len(wrapper["groups"]) == len(wrapper["positive"]) + len(wrapper["negative"])
+
+
+def test_realistic_negatives_reach_the_fit_and_the_model_reads_their_history(tiny_model, tmp_path, monkeypatch):
+    """``fit_probe_from_sources(negatives=...)``: every realistic request reaches the hidden states as its full
+    conversation, rendered with the chat template generation uses; the file records the sources."""
+    import safethink.guard._probe as gp
+    from safethink.data import load_prompts
+    from safethink.train import fit_probe_from_sources
+
+    seen: list = []
+    real_states = gp.prompt_states
+
+    def spy(model, conversations, **kw):
+        seen.extend(conversations)
+        return real_states(model, conversations, **kw)
+
+    monkeypatch.setattr(gp, "prompt_states", spy)
+    h, b = tmp_path / "h.jsonl", tmp_path / "b.jsonl"
+    h.write_text("".join(json.dumps({"id": f"h{i}", "prompt": t}) + "\n" for i, t in enumerate(HARM[:6])))
+    b.write_text("".join(json.dumps({"id": f"b{i}", "prompt": t}) + "\n" for i, t in enumerate(SAFE[:6])))
+    probe = fit_probe_from_sources(tiny_model, [str(h)], [str(b)], attacks=["none"], folds=3,
+                                   negatives=["builtin:realistic-train"], max_negatives_fpr=0.02)
+    real = load_prompts("builtin:realistic-train")
+    assert all(r.messages() in seen for r in real)
+    with_history = [r for r in real if r.history]
+    assert len(with_history) > 20
+    conv_ = with_history[0].messages()
+    rendered = tiny_model.render(conv_)
+    assert all(m.content in rendered for m in with_history[0].history)  # the model reads the earlier turns
+    assert probe.metrics["n_benign"] == 6 + len(real)
+    fitted = probe.metrics["fitted_on"]
+    assert fitted["negatives"] == ["builtin:realistic-train"] and fitted["negative_requests"] == len(real)
+    neg = probe.metrics["negatives"]
+    assert neg["n"] == len(real) and set(neg["by_kind"]) == {r.meta["kind"] for r in real}
+    assert neg["held_out_flagged"] <= 0.02 and neg["max_fpr"] == 0.02
+    assert probe.threshold >= neg["threshold_at_max_negatives_fpr"]
+    # the guard refuses at the recorded threshold
+    convs = [r.messages() for r in with_history[:4]] + [conv(HARM[0])]
+    outs = GUARDS.create("probe", probe=probe).generate(tiny_model, convs, CFG)
+    for o, s in zip(outs, probe.score(tiny_model, convs)):
+        assert (o.action == "blocked") == (s >= probe.threshold) and o.info["probe_threshold"] == probe.threshold
+
+
+def test_threshold_holds_on_the_held_out_negatives_and_is_recorded():
+    from safethink.guard._probe import threshold_with_negatives
+
+    y = np.array([1] * 10 + [0] * 60)
+    scores = np.concatenate([np.linspace(0.6, 1.0, 10), np.linspace(0.0, 0.3, 40), np.linspace(0.2, 0.9, 20)])
+    kinds = [None] * 50 + ["code-review"] * 10 + ["persona"] * 10
+    t, rec = threshold_with_negatives(scores, y, kinds, max_fpr=0.1, max_negatives_fpr=0.05)
+    marked = scores[50:]
+    assert (marked >= t).mean() <= 0.05 and rec["held_out_flagged"] == (marked >= t).mean()
+    assert (scores[y == 0] >= t).mean() <= 0.1
+    assert rec["threshold_set_by"] == "max_negatives_fpr" and t == rec["threshold_at_max_negatives_fpr"]
+    assert rec["threshold_at_max_fpr"] < t and rec["held_out_flagged_at_max_fpr"] > 0.05
+    assert rec["by_kind"]["persona"]["n"] == 10 and rec["by_kind"]["code-review"]["flagged"] == 0.0
+    loose, rec = threshold_with_negatives(scores, y, kinds, max_fpr=0.01, max_negatives_fpr=0.5)
+    assert rec["threshold_set_by"] == "max_fpr" and loose == rec["threshold_at_max_fpr"]
+    assert threshold_with_negatives(scores, y, [None] * 70, max_fpr=0.1, max_negatives_fpr=0.05) == (
+        _threshold_at_fpr(scores[y == 0].tolist(), 0.1), {})
+
+
+def test_fit_on_states_holds_the_threshold_to_realistic_negatives_out_of_fold(tiny_model, tmp_path):
+    """Realistic negatives that sit between the classes move the threshold up until at most the allowed share
+    of them is flagged out of fold; the probe file keeps the threshold and the record."""
+    from safethink.guard import fit_probe_on_states
+
+    rng = np.random.default_rng(0)
+    n_h, n_b, n_r = 60, 60, 60
+    x = rng.normal(size=(n_h + n_b + n_r, 2, 4))
+    x[:n_h, :, 0] += 2.0
+    x[n_h + n_b:, :, 0] += 1.0  # long plain requests look half like an attack
+    y = [1] * n_h + [0] * (n_b + n_r)
+    groups = [f"p{i}" for i in range(n_h)] + [f"p{i}" for i in range(n_b)] + [f"group:g{i // 2}" for i in range(n_r)]
+    kinds = [None] * (n_h + n_b) + ["summarise", "persona"] * (n_r // 2)
+    plain = fit_probe_on_states(x, y, groups, layer_ids=[0, 1], model="m", max_fpr=0.2, ensembles=(1,))
+    held = fit_probe_on_states(x, y, groups, layer_ids=[0, 1], model="m", max_fpr=0.2, ensembles=(1,),
+                               negative_kinds=kinds, max_negatives_fpr=0.02)
+    neg = held.metrics["negatives"]
+    assert "negatives" not in plain.metrics and held.threshold > plain.threshold
+    assert neg["threshold_set_by"] == "max_negatives_fpr" and neg["held_out_flagged"] <= 0.02
+    assert neg["held_out_flagged_at_max_fpr"] > 0.02 and held.threshold == neg["threshold_at_max_negatives_fpr"]
+    assert set(neg["by_kind"]) == {"summarise", "persona"} and neg["n"] == n_r
+    again = RequestProbe.load(held.save(tmp_path / "p.json"))
+    assert again.threshold == held.threshold and again.metrics["negatives"] == neg
+    with pytest.raises(SpecError, match="negative_kinds"):
+        fit_probe_on_states(x, y, groups, layer_ids=[0, 1], model="m", negative_kinds=["k"] * len(y))
+    with pytest.raises(SpecError, match="max_negatives_fpr"):
+        fit_probe_on_states(x, y, groups, layer_ids=[0, 1], model="m", negative_kinds=kinds, max_negatives_fpr=1.0)
+
+
+def test_cli_fit_takes_negatives_and_eval_reports_flag_rates_per_kind(tiny_dir, tmp_path):
+    h, b = tmp_path / "h.jsonl", tmp_path / "b.jsonl"
+    h.write_text("".join(json.dumps({"id": f"h{i}", "prompt": t}) + "\n" for i, t in enumerate(HARM[:6])))
+    b.write_text("".join(json.dumps({"id": f"b{i}", "prompt": t}) + "\n" for i, t in enumerate(SAFE[:6])))
+    out = tmp_path / "wrapper.json"
+    res = _cli("probe", "fit", "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign", str(b), "--target",
+               "wrapper", "--attacks", "base64,prefix-injection", "--forms-per-request", "1", "--documents", "0",
+               "--negatives", "builtin:realistic-train", "--negatives-limit", "12", "--max-negatives-fpr", "0.1",
+               "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    probe = RequestProbe.load(out)
+    # 12 requests + 12 realistic ones under one wrapper each; the 12 requests and the 12 realistic ones as sent
+    assert "24 wrapped, 24 plain" in res.stdout and "flagged: --negatives" in res.stdout
+    neg = probe.metrics["negatives"]
+    assert neg["n"] == 12 and neg["max_fpr"] == 0.1 and neg["held_out_flagged"] <= 0.1
+    assert probe.metrics["fitted_on"]["negatives"] == ["builtin:realistic-train"]
+
+    rates = tmp_path / "rates.json"
+    res = _cli("probe", "eval", str(out), str(out), "--model", f"hf:{tiny_dir}", "--harmful", str(h), "--benign",
+               str(b), "--benign", "builtin:realistic-test", "--limit", "9", "--attacks", "none,base64",
+               "--json", str(rates))
+    assert res.returncode == 0, res.stderr
+    saved = json.loads(rates.read_text())
+    rows = saved["rows"]
+    assert [(r["source"], r["attack"], r["n"]) for r in rows] == [
+        (str(h), "none", 6), (str(h), "base64", 6), (str(b), "none", 6), ("builtin:realistic-test", "none", 9)]
+    real = rows[-1]["probes"][0]
+    assert sum(k["n"] for k in real["by_kind"].values()) == 9 and real["threshold"] == probe.threshold
+    assert all(r["probes"][0] == r["probes"][1] for r in rows)  # the same probe twice: the same rates
+    assert "realistic-test" in res.stdout and "all benign" in res.stdout and "probe eval" in saved["command"]
+    res = _cli("probe", "eval", str(out), "--model", f"hf:{tiny_dir}")
+    assert res.returncode == 2 and "at least one --harmful or --benign" in res.stderr
+
+
+def test_flag_rates_match_the_guard(tiny_model):
+    """What ``flag_rates`` counts is what the probe guard refuses, a record's history included."""
+    from safethink.data import load_prompts
+    from safethink.train._probe import flag_rates
+
+    recs = [r for r in load_prompts("builtin:realistic-test") if r.history][:6]
+    probe = _two_point_probe(tiny_model, recs[0].messages(), conv(SAFE[0]))
+    scores = probe.score(tiny_model, [r.messages() for r in recs])
+    probe.threshold = float(np.median(scores))
+    other = _two_point_probe(tiny_model, conv(SAFE[0]), recs[0].messages())
+    other.layer, other.pool = 1, "mean"  # another layer and pooling: scored in its own pass
+    other.threshold = 0.5
+    rows = flag_rates(tiny_model, [probe, other], benign=["builtin:realistic-test"], limit=12, seed=3)
+    sample = load_prompts("builtin:realistic-test", limit=12, seed=3)
+    for p, got in zip((probe, other), rows[0]["probes"]):
+        guard = GUARDS.create("probe", probe=p, threshold=p.threshold)
+        blocked = [o.action == "blocked" for o in guard.generate(tiny_model, [r.messages() for r in sample], CFG)]
+        assert got["flagged"] == sum(blocked) and sum(k["flagged"] for k in got["by_kind"].values()) == sum(blocked)
+        assert got == flag_rates(tiny_model, [p], benign=["builtin:realistic-test"], limit=12, seed=3)[0]["probes"][0]
+    assert rows[0]["n"] == 12 and [0 < c["flagged"] < 12 for c in rows[0]["probes"]] == [True, True]

@@ -93,3 +93,19 @@ def test_cli_fit_tune_writes_a_directory_that_score_reads(tiny_dir, tmp_path):
     res = _cli("probe", "fit", "--tune", "--layer", "2", "--model", f"hf:{tiny_dir}", "--harmful", str(h),
                "--benign", str(b), "--out", str(tmp_path / "never"))
     assert res.returncode != 0 and "--tune-layer" in res.stderr and not (tmp_path / "never").exists()
+
+
+def test_tuned_threshold_holds_on_the_realistic_negatives_of_its_validation_groups(tiny_model):
+    """Realistic negatives in the validation groups hold the threshold to ``max_negatives_fpr`` of them."""
+    real = [f"Please proofread my email to the team about the quarterly report, version {i}." for i in range(10)]
+    kinds = [None] * 20 + ["proofread"] * 10
+    probe = fit_tuned_probe(tiny_model, [conv(t) for t in HARM], [conv(t) for t in [*SAFE, *real]], layer=1, rank=4,
+                            lr=5e-3, epochs=2, batch_size=4, val_fraction=0.5, max_fpr=0.5, max_negatives_fpr=0.0,
+                            negative_kinds=kinds)
+    neg = probe.metrics["negatives"]
+    assert neg["held_out"] == "validation groups kept out of training" and neg["held_out_flagged"] == 0.0
+    assert 0 < neg["n"] < 10 and set(neg["by_kind"]) == {"proofread"}
+    assert probe.threshold == max(neg["threshold_at_max_fpr"], neg["threshold_at_max_negatives_fpr"])
+    with pytest.raises(SpecError, match="negative_kinds"):
+        fit_tuned_probe(tiny_model, [conv(t) for t in HARM], [conv(t) for t in SAFE], layer=1,
+                        negative_kinds=["x"] * 20)

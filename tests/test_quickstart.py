@@ -63,6 +63,34 @@ def test_eval_specs_name_registered_plugins(tmp_path):
     assert all(v.guard in GUARDS for v in VARIANTS)
     assert {s.out for s in specs} == {str(tmp_path / "eval")}
     assert [s.models[0].adapter for s in specs] == [None, None, str(runs["scot"]), str(runs["r2d"]), str(runs["r2d"])]
+    assert [d.name for d in specs[0].datasets][-1] == "realistic"
+
+
+def test_quickstart_evaluates_the_held_out_realistic_requests(tmp_path):
+    """All 86 of builtin:realistic-test (a sample with --fast) are a benign set of every row, sent with their
+    history; none of them is in the seed split or among the probes' negatives."""
+    from safethink.attacks import ATTACKS
+    from safethink.eval._plan import load_dataset
+    from safethink.quickstart import REALISTIC_TEST, eval_specs, split_eval_datasets
+
+    full, fast = QuickstartConfig.for_mode(tmp_path, fast=False), QuickstartConfig.for_mode(tmp_path, fast=True)
+    splits = split_seed_set(full)
+    runs = {"scot": tmp_path / "s", "r2d": tmp_path / "r"}
+    loaded = {}
+    for cfg, n in ((fast, 6), (full, 86)):
+        specs = eval_specs(cfg, split_eval_datasets(cfg, splits), runs, cfg.variants())
+        for spec in specs:
+            entry = [d for d in spec.datasets if d.name == "realistic"]
+            assert len(entry) == 1 and entry[0].source == REALISTIC_TEST and entry[0].label == "benign"
+        loaded[n] = load_dataset(entry[0], "realistic", cfg.seed)
+        assert len(loaded[n]) == n and {r.meta["split"] for r in loaded[n]} == {"test"}
+    records = loaded[86]
+    sent = ATTACKS.create("none").prepare(records, seed=0)
+    assert sum(1 for r in records if r.history) > 10
+    assert [a.messages for a in sent] == [r.messages() for r in records]  # the history goes with the request
+    seeds = {row["prompt"] for p in splits.values() for row in _rows(p)}
+    assert not seeds & {r.prompt for r in records}
+    assert all(REALISTIC_TEST not in c.negatives for c in (full, fast)) and full.negatives == ("builtin:realistic-train",)
 
 
 def test_data_variant_and_cached_training_on_the_tiny_model(tmp_path, tiny_dir):
@@ -112,17 +140,22 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
                            probe_attacks=("none", "prefix-injection"), probe=True, probe_all_pairs=False,
-                           probe_wrapper=False)
+                           probe_wrapper=False, negatives_limit=6)
     splits = split_seed_set(cfg)
     seen = []
     path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
     probe = RequestProbe.load(path)
-    # 4 harmful + 4 twins + 2 ordinary + 2 safe-but-scary training prompts, each under both attacks
-    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (8, 16)
+    # 4 harmful + 4 twins + 2 ordinary + 2 safe-but-scary training prompts, each under both attacks, and 6
+    # realistic requests as sent
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (8, 16 + 6)
     assert probe.metrics["fitted_on"]["attacks"] == ["none", "prefix-injection"]
-    assert ("probe: hidden states", 24, 24) in seen
+    assert probe.metrics["fitted_on"]["negatives"] == ["builtin:realistic-train"]
+    assert probe.metrics["negatives"]["n"] == 6 and probe.metrics["negatives"]["max_fpr"] == 0.02
+    assert ("probe: hidden states", 30, 30) in seen
     first = path.read_text()
     assert fit_quickstart_probe(cfg, splits) == path and path.read_text() == first  # cached
+    fit_quickstart_probe(dataclasses.replace(cfg, negatives=()), splits)
+    assert "negatives" not in RequestProbe.load(path).metrics, "fitted with other negatives: refitted"
     other = dataclasses.replace(cfg, probe_attacks=("none",))
     seen.clear()
     fit_quickstart_probe(other, splits, lambda what, done, total: seen.append((what, done, total)))
@@ -151,7 +184,7 @@ def test_probe_tune_fits_a_tuned_probe_and_names_its_rows(tmp_path, tiny_dir):
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
                            probe_attacks=("none",), probe=True, probe_tune=True, probe_all_pairs=False,
-                           probe_wrapper=False)
+                           probe_wrapper=False, negatives=())
     splits = split_seed_set(cfg)
     seen = []
     path = fit_quickstart_probe(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
@@ -195,7 +228,7 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
     )
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
-                           probe_wrapper=True, wrapper_documents=6, wrapper_doc_tokens=200)
+                           probe_wrapper=True, wrapper_documents=6, wrapper_doc_tokens=200, negatives_limit=5)
     splits = split_seed_set(cfg)
     seen = []
     path = fit_quickstart_wrapper(cfg, splits, lambda what, done, total: seen.append((what, done, total)))
@@ -204,18 +237,22 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
     requests = fitted["harmful_requests"] + fitted["benign_requests"]
     assert probe.target == "wrapper" and path == tmp_path / "wrapper.json"
     assert requests == 4 + 4 + 2 + 2  # the split's training requests only: no spare pairs by default
-    assert ("wrapper probe: hidden states", requests * (1 + len(PLAIN_ATTACKS)),
-            requests * (1 + len(PLAIN_ATTACKS))) in seen
+    forms = requests * (1 + len(PLAIN_ATTACKS)) + 5 * 2  # and 5 realistic requests, wrapped once and as sent
     docs = fitted["documents"]
+    states = [(done, total) for what, done, total in seen if what == "wrapper probe: hidden states"]
+    assert states[-1] == (forms + docs, forms + 6)  # the total counts the 6 documents asked for
     assert 0 < docs <= 6 and fitted["documents_asked"] == 6 and fitted["document_tokens"] == 200
-    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (requests, len(PLAIN_ATTACKS) * requests + docs)
+    assert fitted["negatives"] == ["builtin:realistic-train"] and fitted["negative_requests"] == 5
+    assert (probe.metrics["n_harmful"], probe.metrics["n_benign"]) == (
+        requests + 5, len(PLAIN_ATTACKS) * requests + docs + 5)
+    assert probe.metrics["negatives"]["n"] == 5
     assert set(fitted["attacks"]) == {*WRAPPER_ATTACKS, *PLAIN_ATTACKS} and fitted["forms_per_request"] == 1
     stamp = path.stat().st_mtime_ns
     assert fit_quickstart_wrapper(cfg, splits) == path and path.stat().st_mtime_ns == stamp  # cached
     # another setting is fitted again: two wrapper forms per request
     two = dataclasses.replace(cfg, wrapper_forms=2)
     fit_quickstart_wrapper(two, splits)
-    assert RequestProbe.load(path).metrics["n_harmful"] == 2 * requests
+    assert RequestProbe.load(path).metrics["n_harmful"] == 2 * (requests + 5)
 
     assert cfg.variants() == (*VARIANTS, cfg.variants()[-1]) and cfg.variants()[-1].name == "base + wrapper probe"
     both = QuickstartConfig(out=tmp_path, probe=True, probe_wrapper=True).variants()

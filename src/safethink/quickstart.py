@@ -9,10 +9,13 @@ Stages (each cached in the output directory and resumed when run again):
 3. ``train``  - train a LoRA adapter per method on the target model.
 4. ``probe``  - with ``probe=True`` only: fit the probe guard's classifier on the base model's hidden
    states of the training prompts, each under every evaluation attack (with another template seed); with
-   ``probe_wrapper=True``, a wrapper probe on the same prompts (inside an attack or not).
+   ``probe_wrapper=True``, a wrapper probe on the same prompts (inside an attack or not). Both take
+   ``builtin:realistic-train`` as extra benign negatives, and their threshold is held to a false-flag rate
+   on those, out of fold by group.
 5. ``eval``   - evaluate base vs base + a prompt-only defence vs SCoT vs R2D vs R2D + the pivot guard
    (and R2D behind the probe guard) on the held-out prompts: harmful ones under several attacks, benign
-   twins, ordinary requests and safe-but-scary ones; every attempt judged and stored.
+   twins, ordinary requests and safe-but-scary ones, and the held-out realistic requests
+   (``builtin:realistic-test``: pasted material, personas, earlier turns); every attempt judged and stored.
 6. ``report`` - the before/after table and the HTML report.
 """
 
@@ -41,6 +44,11 @@ TRANSFORM_ATTACKS = (
     "misspellings", "caesar", "atbash", "morse", "deep-inception", "past-tense", "payload-splitting", "few-shot",
 )
 """The prompt-only transform-attack suite (``benchmarks/defence.py`` runs all of it)."""
+REALISTIC_TRAIN = "builtin:realistic-train"
+"""Benign requests as real users send them (pasted material, personas, earlier turns): the probes' extra
+negatives, and the set their threshold is held to (out of fold, by group)."""
+REALISTIC_TEST = "builtin:realistic-test"
+"""The held-out realistic requests: never fitted or tuned on, evaluated as a benign set."""
 PLAIN_ATTACKS = ("none", "past-tense", "misspellings")
 """Attacks whose forms read as a request a user might write: the wrapper probe's negatives."""
 WRAPPER_ATTACKS = tuple(a for a in TRANSFORM_ATTACKS if a not in PLAIN_ATTACKS)
@@ -80,6 +88,8 @@ class QuickstartConfig:
     eval_harmful: int = 16
     eval_benign: int = 12
     """Held-out records per benign set (twins, ordinary, safe-but-scary)."""
+    eval_realistic: int | None = None
+    """Records of :data:`REALISTIC_TEST` evaluated as the benign set "realistic" (None: all 86)."""
     train_harmful: int | None = 60
     """Harmful training prompts (None: all of the training split); each brings its benign twin."""
     extra_benign_ratio: float = 0.5
@@ -122,20 +132,29 @@ class QuickstartConfig:
     are kept)."""
     wrapper_doc_tokens: int = 256
     """Length cap of those answers."""
+    negatives: tuple[str, ...] = (REALISTIC_TRAIN,)
+    """Benign sources both probes take as extra negatives in their plain form (history included); the wrapper
+    probe also takes them as positives under a wrapping attack. ``()`` fits without them."""
+    negatives_limit: int | None = None
+    """At most this many requests of each ``negatives`` source (None: all)."""
+    max_negatives_fpr: float = 0.02
+    """Share of the ``negatives`` requests a probe's threshold may flag, out of fold with each group (requests
+    sharing pasted material) held out together."""
 
     @classmethod
     def for_mode(cls, out: Path, *, fast: bool, model: str = "smollm2-135m", seed: int = 0,
-                 probe: bool = False, probe_tune: bool = False, probe_wrapper: bool = True) -> QuickstartConfig:
+                 probe: bool = False, probe_tune: bool = False, probe_wrapper: bool = True,
+                 negatives: tuple[str, ...] = (REALISTIC_TRAIN,)) -> QuickstartConfig:
         if fast:
             # A smoke run of every stage (a few minutes on 2 CPU cores): too few steps to change the
             # model's behaviour, and answers too short for the SCoT reasoning to reach its response.
             return cls(out=out, model=model, fast=True, seed=seed, eval_harmful=2, eval_benign=2,
-                       train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS,
+                       eval_realistic=6, train_harmful=4, max_new_tokens=48, retain_tokens=32, attacks=FAST_ATTACKS,
                        probe=probe or probe_tune, probe_tune=probe_tune, probe_all_pairs=False,
                        probe_wrapper=probe_wrapper, wrapper_forms=3, wrapper_documents=16,
-                       wrapper_doc_tokens=128)
+                       wrapper_doc_tokens=128, negatives=negatives, negatives_limit=8)
         return cls(out=out, model=model, seed=seed, probe=probe or probe_tune, probe_tune=probe_tune,
-                   probe_wrapper=probe_wrapper)
+                   probe_wrapper=probe_wrapper, negatives=negatives)
 
     @property
     def wrapper_path(self) -> Path:
@@ -328,10 +347,10 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     dest = cfg.probe_path
     harmful, benign = _probe_sources(cfg, splits)
     if cfg.probe_saved:
-        if _fitted_on(dest, harmful, benign, list(cfg.probe_attacks)):
+        if _fitted_on(dest, harmful, benign, list(cfg.probe_attacks), _negative_options(cfg)):
             return dest
-        progress(f"probe: {dest} was fitted on other requests or attacks; fitting it again", 0, 0)
-    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.probe_attacks)
+        progress(f"probe: {dest} was fitted on other requests, attacks or negatives; fitting it again", 0, 0)
+    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * len(cfg.probe_attacks) + _negative_count(cfg)
     state = {"done": 0}
 
     def advance(k: int) -> None:
@@ -346,12 +365,13 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
 
         progress("probe: tuning steps", 0, 0)
         probe = fit_probe_from_sources(model, harmful, benign, attacks=cfg.probe_attacks, seed=cfg.seed, tune=True,
-                                       progress=step)
+                                       progress=step, **_negative_options(cfg))
         probe.save(dest)
         progress(f"probe: tuned at block {probe.layer}, validation AUC {probe.metrics['auc']:.2f}", 0, 0)
         return dest
     progress("probe: hidden states", 0, n)
-    probe = fit_probe_from_sources(model, harmful, benign, attacks=cfg.probe_attacks, seed=cfg.seed, progress=advance)
+    probe = fit_probe_from_sources(model, harmful, benign, attacks=cfg.probe_attacks, seed=cfg.seed, progress=advance,
+                                   **_negative_options(cfg))
     probe.save(dest)
     progress(f"probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
     return dest
@@ -362,7 +382,9 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     training requests (with ``wrapper_all_pairs``, the spare seed pairs too), harmful and benign alike, each
     under ``wrapper_forms`` of :data:`WRAPPER_ATTACKS` (positive) and under every one of :data:`PLAIN_ATTACKS`
     (negative), plus the model's answers to ``wrapper_documents`` benign ones as documents of ordinary tasks
-    (negative); its threshold at 1% of the plain forms."""
+    (negative), plus the ``negatives`` requests as sent (negative) and under one wrapping attack each
+    (positive); its threshold at 1% of the plain forms and at most ``max_negatives_fpr`` of the ``negatives``
+    out of fold."""
     from .models import load_model
     from .train import fit_probe_from_sources
 
@@ -370,12 +392,13 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     harmful, benign = _probe_sources(cfg, splits) if cfg.wrapper_all_pairs else split_sources(splits)
     attacks = [*WRAPPER_ATTACKS, *PLAIN_ATTACKS]
     settings = {"forms_per_request": cfg.wrapper_forms, "documents_asked": cfg.wrapper_documents,
-                "document_tokens": cfg.wrapper_doc_tokens}
+                "document_tokens": cfg.wrapper_doc_tokens, **_negative_options(cfg)}
     if dest.is_file():
         if _fitted_on(dest, harmful, benign, attacks, settings):
             return dest
         progress(f"wrapper probe: {dest} was fitted on other requests, attacks or settings; fitting it again", 0, 0)
-    n = sum(count_rows(Path(p)) for p in [*harmful, *benign]) * (cfg.wrapper_forms + len(PLAIN_ATTACKS))
+    n = (sum(count_rows(Path(p)) for p in [*harmful, *benign]) * (cfg.wrapper_forms + len(PLAIN_ATTACKS))
+         + _negative_count(cfg) * (cfg.wrapper_forms + 1) + cfg.wrapper_documents)  # documents: at most this many
     state = {"done": 0}
 
     def advance(k: int) -> None:
@@ -387,10 +410,24 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     probe = fit_probe_from_sources(model, harmful, benign, attacks=attacks, seed=cfg.seed, target="wrapper",
                                    plain_attacks=PLAIN_ATTACKS, forms_per_request=cfg.wrapper_forms,
                                    documents=cfg.wrapper_documents, document_tokens=cfg.wrapper_doc_tokens,
-                                   max_fpr=0.01, progress=advance)
+                                   max_fpr=0.01, progress=advance, **_negative_options(cfg))
     probe.save(dest)
     progress(f"wrapper probe: layer {probe.layer}, cross-validated AUC {probe.metrics['auc']:.2f}", 0, 0)
     return dest
+
+
+def _negative_options(cfg: QuickstartConfig) -> dict[str, Any]:
+    """The realistic-negative arguments of ``fit_probe_from_sources``, as its ``fitted_on`` record keeps them (a
+    probe fitted with others is fitted again)."""
+    return {"negatives": list(cfg.negatives), "negatives_limit": cfg.negatives_limit,
+            "max_negatives_fpr": cfg.max_negatives_fpr}
+
+
+def _negative_count(cfg: QuickstartConfig) -> int:
+    """Requests the ``negatives`` sources hold (for the progress bar)."""
+    from .data import load_prompts
+
+    return sum(len(load_prompts(s, label="benign", limit=cfg.negatives_limit, seed=cfg.seed)) for s in cfg.negatives)
 
 
 def _probe_sources(cfg: QuickstartConfig, splits: dict[str, Path]) -> tuple[list[str], list[str]]:
@@ -438,7 +475,15 @@ def split_eval_datasets(cfg: QuickstartConfig, splits: dict[str, Path]) -> list[
         {"source": str(splits["twins_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "benign twins"},
         {"source": str(splits["benign_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "ordinary"},
         {"source": str(splits["borderline_eval"]), "label": "benign", "limit": cfg.eval_benign, "name": "safe-but-scary"},
+        realistic_eval_dataset(cfg.eval_realistic),
     ]
+
+
+def realistic_eval_dataset(limit: int | None = None) -> dict[str, Any]:
+    """:data:`REALISTIC_TEST` as an eval-spec benign dataset named "realistic" (``limit``: a sample of it). It is
+    not part of the seed split: nothing of the quickstart is fitted or tuned on it."""
+    return {"source": REALISTIC_TEST, "label": "benign", "name": "realistic",
+            **({"limit": limit} if limit is not None else {})}
 
 
 def eval_specs(cfg: QuickstartConfig, datasets: list[dict[str, Any]], runs: dict[str, Path],

@@ -1,4 +1,4 @@
-"""``safethink probe fit`` and ``safethink probe score``: the probe guard's classifier."""
+"""``safethink probe fit``, ``safethink probe score`` and ``safethink probe eval``: the probe guard's classifier."""
 
 from __future__ import annotations
 
@@ -53,6 +53,15 @@ def fit(
                                                      "answer becomes the document of an ordinary task (summarise, "
                                                      "reply ...), so that length is not taken for an attack "
                                                      "(default 200).")] = None,
+    negatives: Annotated[Optional[list[str]], typer.Option(
+        help="Benign requests as real users send them (pasted documents, personas, earlier turns), e.g. "
+             "builtin:realistic-train (repeatable): negatives in their plain form, history included (with --target "
+             "wrapper also positives under a wrapping attack); the threshold also keeps --max-negatives-fpr of them "
+             "flagged, out of fold by group.")] = None,
+    negatives_limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per --negatives "
+                                                                       "source.")] = None,
+    max_negatives_fpr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of the --negatives requests the "
+                                                     "threshold may flag (held out by group).")] = 0.02,
 ) -> None:
     """Fit a probe that tells harmful from benign requests by the model's hidden state (or, with --target
     wrapper, requests inside an attack from plain ones); writes --out."""
@@ -78,7 +87,8 @@ def fit(
         attack_list += [a for a in plain_list if a not in attack_list]
     elif plain_attacks != "none" or documents is not None:
         raise SpecError("--plain-attacks and --documents are for --target wrapper")
-    kind = {"target": target, "plain_attacks": plain_list, "documents": documents}
+    kind = {"target": target, "plain_attacks": plain_list, "documents": documents, "negatives": negatives or [],
+            "negatives_limit": negatives_limit, "max_negatives_fpr": max_negatives_fpr}
     quiet_hf()
     m = load_model(model, adapter=adapter)
     if tune:
@@ -114,6 +124,10 @@ def fit(
     table.add_row(f"{where} AUC", f"{mt['auc']:.3f}")
     table.add_row("threshold", f"{probe.threshold:.4f}")
     table.add_row(f"{where} flagged", f"{pos} {100 * mt['oof_harmful_flagged']:.0f}%, {neg} {100 * mt['oof_benign_flagged']:.0f}%")
+    if mt.get("negatives"):
+        neg = mt["negatives"]
+        table.add_row(f"{where} flagged: --negatives", f"{100 * neg['held_out_flagged']:.1f}% of {neg['n']} (at most "
+                      f"{100 * neg['max_fpr']:.0f}%; threshold set by {neg['threshold_set_by'].replace('_', '-')})")
     if target == "intent":
         table.add_row("route threshold", f"{probe.route_threshold:.4f}")
         table.add_row(f"{where} routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
@@ -145,6 +159,72 @@ def score(
     for text, s in zip(prompt, p.score(m, [[{"role": "user", "content": t}] for t in prompt])):
         table.add_row(f"{s:.4f}", "yes" if s >= p.threshold else "no", text)
     console.print(table)
+
+
+@probe_app.command("eval")
+def evaluate(
+    probe: Annotated[list[Path], typer.Argument(help="Probe files (or tuned probe directories) from `safethink probe "
+                                                     "fit`; several are compared side by side.")],
+    harmful: Annotated[Optional[list[str]], typer.Option(help="Harmful prompt source, sent under each of --attacks "
+                                                              "(repeatable).")] = None,
+    benign: Annotated[Optional[list[str]], typer.Option(help="Benign prompt source, sent verbatim with its history "
+                                                             "(repeatable), e.g. builtin:realistic-test.")] = None,
+    attacks: Annotated[str, typer.Option(help="Comma list of prompt-only attacks for the harmful sources.")] = "none",
+    model: Annotated[str, typer.Option()] = "smollm2-135m",
+    adapter: Annotated[Optional[str], typer.Option()] = None,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Override the probes' thresholds.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the attack templates and of --limit's sample.")] = 0,
+    data_dir: Annotated[Optional[str], typer.Option(help="Directory with local copies of public datasets.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rates to this JSON file.")] = None,
+) -> None:
+    """Print the share of each source each probe flags (would refuse), per attack and per kind; nothing is
+    generated, as a probe acts on the prompt alone."""
+    import json
+    import shlex
+    import sys
+
+    from ..errors import SpecError
+    from ..guard import load_probe
+    from ..io import atomic_write_text
+    from ..models import load_model
+    from ..train._probe import flag_rates
+
+    if not harmful and not benign:
+        raise SpecError("probe eval: give at least one --harmful or --benign source")
+    probes = [load_probe(p) for p in probe]
+    quiet_hf()
+    m = load_model(model, adapter=adapter)
+    with console.status("computing hidden states"):
+        rows = flag_rates(m, probes, harmful=harmful or [], benign=benign or [],
+                          attacks=[a for a in attacks.split(",") if a], threshold=threshold, limit=limit, seed=seed,
+                          data_dir=data_dir)
+    table = Table(title="share flagged (refused before generation)")
+    for col in ("source", "attack", "n"):
+        table.add_column(col, justify="right" if col == "n" else "left")
+    for path, p, r0 in zip(probe, probes, rows[0]["probes"]):
+        table.add_column(f"{path.name}\n{p.target}, >= {r0['threshold']:.4g}", justify="right")
+
+    def cell(flagged: int, n: int) -> str:
+        return f"{100 * flagged / n:.1f}% ({flagged})"
+
+    for r in rows:
+        table.add_row(r["source"], r["attack"], str(r["n"]), *[cell(c["flagged"], r["n"]) for c in r["probes"]])
+        kinds = r["probes"][0].get("by_kind", {})
+        for kind, k in kinds.items():
+            table.add_row(f"  {kind}", "", str(k["n"]), *[cell(c["by_kind"][kind]["flagged"], k["n"]) for c in r["probes"]])
+    for label in ("harmful", "benign"):
+        own = [r for r in rows if r["label"] == label]
+        if len(own) > 1:
+            n = sum(r["n"] for r in own)
+            table.add_row(f"all {label}", "", str(n), *[cell(sum(r["probes"][i]["flagged"] for r in own), n)
+                                                         for i in range(len(probes))], style="bold")
+    console.print(table)
+    if json_out:
+        atomic_write_text(json_out, json.dumps({
+            "probes": [str(p) for p in probe], "model": model, "adapter": adapter, "seed": seed,
+            "command": shlex.join(["safethink", *sys.argv[1:]]), "rows": rows}, indent=1))
+        console.print(f"wrote {json_out}")
 
 
 def register(app: typer.Typer) -> None:

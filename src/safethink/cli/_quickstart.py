@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,16 +33,21 @@ def quickstart(
                                                 "and evaluate the base model behind it, and with --probe the probe "
                                                 "router behind it (on 2 CPU cores about 4 more minutes in full "
                                                 "mode).")] = True,
+    negatives: Annotated[Optional[list[str]], typer.Option(
+        help="Benign requests as real users send them, taken by the probes as extra negatives, with their threshold "
+             "held to at most 2% of them flagged out of fold (repeatable; default builtin:realistic-train; 'none' "
+             "fits without).")] = None,
 ) -> None:
     """Build SCoT and R2D data from the built-in seed set, train both adapters on the bundled model,
     evaluate base vs defended models under attack, print the before/after table, write the HTML report."""
     from ..models import parse_model_spec
-    from ..quickstart import QuickstartConfig, run_quickstart
+    from ..quickstart import REALISTIC_TRAIN, QuickstartConfig, run_quickstart
 
     parse_model_spec(model)
     quiet_hf()
+    sources = tuple(s for s in (negatives or [REALISTIC_TRAIN]) if s != "none")
     cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed, probe=probe, probe_tune=probe_tune,
-                                    probe_wrapper=probe_wrapper)
+                                    probe_wrapper=probe_wrapper, negatives=sources)
     t0 = time.perf_counter()
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err_console)

@@ -247,7 +247,7 @@ def fit_probe(model: ChatModel, harmful: Sequence[Conversation], benign: Sequenc
     ``groups`` (one per conversation, harmful then benign) keeps related conversations in one fold: give
     every attacked form of a request, and its benign twin, the same group. ``layers=None`` tries every
     layer but the embeddings. ``options`` go to :func:`fit_probe_on_states` (``c``, ``folds``, ``max_fpr``,
-    ``seed``).
+    ``seed``, ``negative_kinds``, ``max_negatives_fpr``).
     """
     if not harmful or not benign:
         raise SpecError("fitting a probe needs both harmful and benign requests")
@@ -263,7 +263,8 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
                         layer_ids: Sequence[int], candidates: Sequence[int] | None = None, pool: Pool = "last",
                         model: str, adapter: str | None = None, c: float = 0.1, folds: int = 5,
                         max_fpr: float = 0.05, max_fnr: float = 0.05, seed: int = 0,
-                        ensembles: Sequence[int] = (1, 3, 5, 8)) -> RequestProbe:
+                        ensembles: Sequence[int] = (1, 3, 5, 8), negative_kinds: Sequence[str | None] | None = None,
+                        max_negatives_fpr: float = 0.02) -> RequestProbe:
     """:func:`fit_probe` on states already computed (``prompt_states`` of the labelled conversations,
     whose axis 1 holds ``layer_ids``). One regression per layer among ``candidates`` (default all) is
     cross-validated; for each size ``k`` in ``ensembles``, the ``k`` layers of best out-of-fold AUC are
@@ -271,7 +272,14 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
     (ties: the smaller; ``ensembles=(1,)`` keeps the single best layer). The threshold is the lowest at
     which at most ``max_fpr`` of the benign conversations are refused out of fold; the route threshold
     the highest at which at most ``max_fnr`` of the harmful ones score below it out of fold. ``c`` is the
-    inverse L2 strength of the logistic regression."""
+    inverse L2 strength of the logistic regression.
+
+    ``negative_kinds`` (one per conversation) marks the extra benign negatives that look like real use
+    (requests with pasted material, a persona, earlier turns) with their kind, ``None`` elsewhere. The
+    threshold then also keeps at most ``max_negatives_fpr`` of those out of fold: their scores come from
+    regressions that never saw their group (a group of shared material is one fold), so the rate is an
+    estimate for unseen requests of the same kinds, not a rate on requests fitted on. ``metrics["negatives"]``
+    records which criterion set the threshold and the out-of-fold rate, overall and per kind."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -283,7 +291,13 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
         raise SpecError(f"max_fnr must be in [0, 1), got {max_fnr}")
     if not ensembles or min(ensembles) < 1:
         raise SpecError(f"ensemble sizes must be positive, got {list(ensembles)}")
+    if not 0 <= max_negatives_fpr < 1:
+        raise SpecError(f"max_negatives_fpr must be in [0, 1), got {max_negatives_fpr}")
     y = np.asarray(labels)
+    kinds = list(negative_kinds) if negative_kinds is not None else [None] * len(y)
+    if len(kinds) != len(y) or any(k is not None and t for k, t in zip(kinds, y)):
+        raise SpecError(f"negative_kinds: expected one per conversation ({len(y)}, got {len(kinds)}), set on benign "
+                        "conversations only")
     g = list(groups) if groups is not None else [str(i) for i in range(len(y))]
     if len(g) != len(y) or states.shape[0] != len(y):
         raise SpecError(f"{states.shape[0]} states, {len(y)} labels and {len(g)} groups: expected one of each per conversation")
@@ -317,7 +331,7 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
     size = max(by_size, key=lambda n: (by_size[n], -n))
     chosen = sorted(ranked[:size])
     oof = 1.0 / (1.0 + np.exp(-np.mean([oofs[L] for L in chosen], axis=0)))
-    threshold = _threshold_at_fpr(oof[y == 0].tolist(), max_fpr)
+    threshold, negatives = threshold_with_negatives(oof, y, kinds, max_fpr=max_fpr, max_negatives_fpr=max_negatives_fpr)
     route = min(_route_at_fnr(oof[y == 1].tolist(), max_fnr), threshold)
     mus, sds, ws, bs = [], [], [], []
     for L in chosen:  # the averaged regressions as one linear model on the concatenated states
@@ -334,11 +348,40 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
         "oof_harmful_routed": float((oof[y == 1] < route).mean()),
         "oof_benign_routed": float((oof[y == 0] < route).mean()), "max_fnr": max_fnr,
         "n_harmful": int(y.sum()), "n_benign": int((1 - y).sum()), "n_groups": n_groups, "c": c, "max_fpr": max_fpr,
+        **({"negatives": negatives} if negatives else {}),
     }
     return RequestProbe(layer=chosen[0] if size == 1 else chosen, pool=pool, mean=np.concatenate(mus).tolist(),
                         scale=np.concatenate(sds).tolist(), weight=np.concatenate(ws).tolist(),
                         bias=float(np.mean(bs)), threshold=threshold, model=model, adapter=adapter,
                         route_threshold=route, metrics=metrics)
+
+
+def threshold_with_negatives(scores: Any, labels: Any, kinds: Sequence[str | None], *, max_fpr: float,
+                             max_negatives_fpr: float, held_out: str = "group k-fold (a group's forms share a fold)"
+                             ) -> tuple[float, dict[str, Any]]:
+    """The threshold on held-out ``scores`` that refuses at most ``max_fpr`` of the benign conversations and at
+    most ``max_negatives_fpr`` of those with a kind (the realistic negatives), and what it was set by: the
+    record kept in the probe file's ``metrics["negatives"]`` (empty when no conversation has a kind)."""
+    import numpy as np
+
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    base = _threshold_at_fpr(s[y == 0].tolist(), max_fpr)
+    marked = np.array([k is not None for k in kinds], dtype=bool)
+    if not marked.any():
+        return base, {}
+    own = _threshold_at_fpr(s[marked].tolist(), max_negatives_fpr)
+    threshold = max(base, own)
+    by_kind = {}
+    for kind in sorted({k for k in kinds if k is not None}):
+        sel = np.array([k == kind for k in kinds], dtype=bool)
+        by_kind[kind] = {"n": int(sel.sum()), "flagged": float((s[sel] >= threshold).mean())}
+    return threshold, {
+        "n": int(marked.sum()), "max_fpr": max_negatives_fpr, "held_out": held_out,
+        "threshold_set_by": "max_negatives_fpr" if own > base else "max_fpr",
+        "threshold_at_max_fpr": base, "threshold_at_max_negatives_fpr": own,
+        "held_out_flagged": float((s[marked] >= threshold).mean()),
+        "held_out_flagged_at_max_fpr": float((s[marked] >= base).mean()), "by_kind": by_kind,
+    }
 
 
 def _same_adapter(a: str | None, b: str | None) -> bool:

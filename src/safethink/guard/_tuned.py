@@ -187,20 +187,23 @@ def _truncate(net: Any, layer: int) -> None:
 def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: Sequence[Conversation], *,
                     groups: Sequence[str] | None = None, layer: int | None = None, rank: int = 8, lr: float = 5e-4,
                     epochs: float = 2.0, batch_size: int = 8, val_fraction: float = 0.15, max_fpr: float = 0.05,
-                    max_fnr: float = 0.05, seed: int = 0, progress: ProgressFn | None = None) -> TunedProbe:
+                    max_fnr: float = 0.05, seed: int = 0, negative_kinds: Sequence[str | None] | None = None,
+                    max_negatives_fpr: float = 0.02, progress: ProgressFn | None = None) -> TunedProbe:
     """Fine-tune a :class:`TunedProbe` on ``harmful`` (label 1) and ``benign`` (label 0) conversations.
 
     ``model`` is the base model (no adapter); its network is copied, never changed. ``layer`` defaults to
     two thirds of the depth. ``val_fraction`` of the groups (``groups``: one per conversation, harmful then
     benign) are kept out of training; on them the threshold is set so that at most ``max_fpr`` of benign
     forms are refused, and the route threshold so that at most ``max_fnr`` of harmful forms fall below it.
+    ``negative_kinds`` marks realistic benign negatives as :func:`~safethink.guard.fit_probe_on_states` does: the
+    threshold also refuses at most ``max_negatives_fpr`` of those in the validation groups.
     ``progress(k)`` is called after every optimiser step."""
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
     from sklearn.metrics import roc_auc_score
 
-    from ._probe import _route_at_fnr, _threshold_at_fpr
+    from ._probe import _route_at_fnr, threshold_with_negatives
 
     if getattr(model, "adapter", None):
         raise SpecError("tuned probe: fit it on the base model (load it without an adapter); it guards any "
@@ -209,6 +212,8 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
         raise SpecError("fitting a probe needs both harmful and benign requests")
     if not 0 < val_fraction < 1:
         raise SpecError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0 <= max_negatives_fpr < 1:
+        raise SpecError(f"max_negatives_fpr must be in [0, 1), got {max_negatives_fpr}")
     if epochs <= 0 or batch_size < 1 or rank < 1:
         raise SpecError("epochs, batch_size and rank must be positive")
     convs = [*harmful, *benign]
@@ -216,6 +221,9 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
     g = list(groups) if groups is not None else [str(i) for i in range(len(convs))]
     if len(g) != len(convs):
         raise SpecError(f"{len(convs)} conversations and {len(g)} groups: expected one group per conversation")
+    kinds = list(negative_kinds) if negative_kinds is not None else [None] * len(convs)
+    if len(kinds) != len(convs) or any(k is not None for k in kinds[:len(harmful)]):
+        raise SpecError("negative_kinds: expected one per conversation, set on benign conversations only")
     # Validation groups, drawn separately from groups with a harmful form and benign-only groups, so both
     # classes are in it.
     rng = random.Random(seed)
@@ -272,7 +280,9 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
     probe.weight = head.weight[0].detach().cpu().tolist()
     probe.bias = float(head.bias[0].detach())
     vs = np.array(probe.score(None, [convs[i] for i in va]))
-    threshold = _threshold_at_fpr(vs[vy == 0].tolist(), max_fpr)
+    threshold, negatives = threshold_with_negatives(vs, vy, [kinds[i] for i in va], max_fpr=max_fpr,
+                                                    max_negatives_fpr=max_negatives_fpr,
+                                                    held_out="validation groups kept out of training")
     route = min(_route_at_fnr(vs[vy == 1].tolist(), max_fnr), threshold)
     probe.threshold, probe.route_threshold = threshold, route
     probe.metrics = {
@@ -284,6 +294,7 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
         "n_harmful": len(harmful), "n_benign": len(benign), "n_groups": len(set(g)), "max_fpr": max_fpr,
         "max_fnr": max_fnr, "steps": steps, "epochs": epochs, "lr": lr, "batch_size": batch_size,
         "train_seconds": seconds, "final_loss": float(loss.detach()),
+        **({"negatives": negatives} if negatives else {}),
     }
     return probe
 
