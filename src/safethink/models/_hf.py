@@ -10,7 +10,9 @@ from typing import Any
 
 from ..errors import SafethinkError, SpecError
 from ._chat import render_chat
-from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
+from ._types import (
+    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,7 @@ class HFChatModel:
         hook: TokenHook | None = None,
         progress: ProgressFn | None = None,
     ) -> list[Completion]:
-        if prefixes is not None and len(prefixes) != len(conversations):
-            raise ValueError("prefixes must have one entry per conversation")
+        check_prefixes(conversations, prefixes)
         texts = [self.render(c, prefixes[i] if prefixes else "") for i, c in enumerate(conversations)]
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
         # Sort by length so each batch pads little; restore the caller's order at the end.

@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from ..errors import MissingExtraError, SpecError
 from ._chat import render_chat
-from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
+from ._types import (
+    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
+)
 
 
 def _import_llama() -> Any:
@@ -89,8 +91,7 @@ class LlamaCppChatModel:
         hook: TokenHook | None = None,
         progress: ProgressFn | None = None,
     ) -> list[Completion]:
-        if prefixes is not None and len(prefixes) != len(conversations):
-            raise ValueError("prefixes must have one entry per conversation")
+        check_prefixes(conversations, prefixes)
         if config.logprobs and not self.logits_all:
             raise SpecError("logprobs with llama.cpp need the model loaded with logits_all=True")
         out = []

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from ..data._formats import R2D_SPECIAL_TOKENS
 from ..errors import InputError
-from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
+from ._types import (
+    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
+)
 
 _PIECES = re.compile("|".join(re.escape(t) for t in R2D_SPECIAL_TOKENS) + r"|\s*[^\s\[<]+|\s+|[\[<]")
 
@@ -103,8 +105,7 @@ class MockChatModel:
         hook: TokenHook | None = None,
         progress: ProgressFn | None = None,
     ) -> list[Completion]:
-        if prefixes is not None and len(prefixes) != len(conversations):
-            raise ValueError("prefixes must have one entry per conversation")
+        check_prefixes(conversations, prefixes)
         with self._lock:
             self.calls.append([[dict(m) for m in c] for c in conversations])
         out = [self._one(row, answer, config, hook, conversations[row], bool(prefixes and prefixes[row]))

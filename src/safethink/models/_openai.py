@@ -28,7 +28,9 @@ from typing import Any, Literal, TypeVar
 from ..errors import BackendError, EndpointError
 from ._chat import validate_messages
 from ._http import Endpoint, Retryable, RetryPolicy, chat_choice, check_status, completion_choice, error_text
-from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
+from ._types import (
+    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
+)
 
 PrefixStyle = Literal["vllm", "plain"]
 API_KEY_ENV = ("SAFETHINK_API_KEY", "OPENAI_API_KEY")
@@ -130,8 +132,7 @@ class OpenAIChatModel:
         config.batch_size)`` requests in flight. ``seed`` (if set) is sent as ``seed + row`` so
         identical prompts in one call still get independent samples."""
         convs = [validate_messages(list(c), where=f"conversations[{i}]") for i, c in enumerate(conversations)]
-        if prefixes is not None and len(prefixes) != len(convs):
-            raise ValueError("prefixes must have one entry per conversation")
+        check_prefixes(convs, prefixes)
 
         def one(client: Any, row: int) -> Awaitable[Completion]:
             return self._complete(client, row, convs[row], prefixes[row] if prefixes else "", config, hook)

@@ -121,3 +121,9 @@ class ChatModel(Protocol):
     def close(self) -> None:
         """Release resources (servers, GPU memory)."""
         ...
+
+
+def check_prefixes(conversations: Sequence[object], prefixes: Sequence[str] | None) -> None:
+    """Every backend's ``generate`` takes one prefix per conversation, or none at all."""
+    if prefixes is not None and len(prefixes) != len(conversations):
+        raise ValueError("prefixes must have one entry per conversation")

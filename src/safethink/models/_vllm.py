@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from ..errors import MissingExtraError, SpecError
 from ._chat import render_chat
-from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
+from ._types import (
+    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
+)
 
 # vLLM only accepts these values for max_lora_rank.
 _LORA_RANK_SLOTS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -103,8 +105,7 @@ class VLLMChatModel:
         hook: TokenHook | None = None,
         progress: ProgressFn | None = None,
     ) -> list[Completion]:
-        if prefixes is not None and len(prefixes) != len(conversations):
-            raise ValueError("prefixes must have one entry per conversation")
+        check_prefixes(conversations, prefixes)
         from vllm import SamplingParams
 
         tok = self.tokenizer
