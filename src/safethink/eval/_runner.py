@@ -17,6 +17,7 @@ from ..errors import SafethinkError, SpecError
 from ..guard import GuardedOutput, ReasoningMode, leaked
 from ..judges._base import JudgeInput, Verdict, judge_measures
 from ..judges._no_answer import judge_answers
+from ._answers import SharedAnswers
 from ._plan import (
     VERBATIM, Cell, build_attack, build_guard, build_judges, check_names, generation_json, import_plugins,
     load_dataset, model_styles, plan_cells,
@@ -121,6 +122,8 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
                 from ..models import load_model
 
                 model = load_model(m.spec, adapter=m.adapter, **m.options)
+            # Defences that ask the model the same thing share one greedy answer (kept in the store).
+            model = SharedAnswers(model, store, [m.spec, hashes[mk], m.options])
             try:
                 # Batches span cells of the same defence, so small cells still fill a batch
                 # (batch size is the main lever on generation speed).
@@ -137,7 +140,7 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
                         added += store.add(rows)
                         emit(ProgressEvent("advance", n=len(items), cell=title))
             finally:
-                close = getattr(model, "close", None)
+                close = getattr(model._model, "close", None)
                 if close and m.display not in preloaded:
                     close()
         rejudged = _backfill_verdicts(store, [k for c in cells for k in c.keys], judges, emit)

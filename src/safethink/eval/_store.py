@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     flagged TEXT, leak INTEGER
 );
 CREATE INDEX IF NOT EXISTS attempts_cell ON attempts (model_name, defence_name, attack_name, dataset);
+CREATE TABLE IF NOT EXISTS answers (answer_key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL);
 """
 
 
@@ -274,6 +275,31 @@ class ResultStore:
 
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+
+    # answers: greedy completions shared by every defence that sends the model the same input --------------
+    def answers(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored completions (as JSON objects) of these answer keys; keys not stored are absent."""
+        keys = list(keys)
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            q = f"SELECT answer_key, completion FROM answers WHERE answer_key IN ({','.join('?' * len(chunk))})"
+            out.update((k, json.loads(v)) for k, v in self.conn.execute(q, chunk))
+        return out
+
+    def add_answers(self, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Store completions under their answer keys in one transaction (a key already stored is kept)."""
+        if not rows:
+            return
+        now = time.time()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)",
+                                  [(k, canonical_json(v), now) for k, v in rows])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def attempts(self, where: str = "", params: Sequence[Any] = ()) -> list[Attempt]:
         """Every stored attempt (optionally filtered by an SQL ``where`` clause), in insertion order."""

@@ -77,6 +77,9 @@ def load_tokenizer(path: str, adapter: str | None = None) -> Any:
 class HFChatModel:
     """A transformers causal LM (optionally with a PEFT adapter) behind :class:`ChatModel`."""
 
+    greedy_is_deterministic = True
+    """A greedy answer depends on the input alone, so an evaluation may share it between defences."""
+
     def __init__(self, model: Any, tokenizer: Any, *, spec: str, adapter: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
