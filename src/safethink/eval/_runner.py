@@ -123,7 +123,8 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
 
                 model = load_model(m.spec, adapter=m.adapter, **m.options)
             # Defences that ask the model the same thing share one greedy answer (kept in the store).
-            model = SharedAnswers(model, store, [m.spec, hashes[mk], m.options])
+            dtype = str(getattr(getattr(model, "model", None), "dtype", ""))  # what "auto" chose on this machine
+            model = SharedAnswers(model, store, [m.spec, hashes[mk], m.options, dtype])
             try:
                 # Batches span cells of the same defence, so small cells still fill a batch
                 # (batch size is the main lever on generation speed).

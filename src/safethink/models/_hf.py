@@ -55,12 +55,33 @@ def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
     if dtype in (None, "auto"):
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return device, torch.bfloat16
+        if device == "cpu" and cpu_has_bf16_matrix_units():
+            return device, torch.bfloat16
         return device, torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
         raise SpecError(f"dtype {dtype!r}: expected one of {', '.join(table)}")
     return device, table[dtype]
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware tiles (Intel AMX): there ``auto`` loads bf16 on the
+    CPU. AVX-512 BF16 alone is not enough: on such a CPU bf16 generation measured no faster than fp32
+    (BENCHMARKS.md, "Generation throughput")."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except RuntimeError:
+            return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
 
 
 def load_tokenizer(path: str, adapter: str | None = None) -> Any:
