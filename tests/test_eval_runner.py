@@ -222,7 +222,7 @@ def test_sigkill_mid_run_then_resume_gives_exactly_one_record_per_attempt(spec_d
 @pytest.mark.timeout(600)
 def test_a_replaced_guard_file_is_answered_again_and_the_tables_count_the_new_answers(spec_d, tiny_model, tmp_path):
     from safethink.eval import compute_metrics
-    from safethink.guard import RequestProbe
+    from safethink.probes import RequestProbe
 
     d = tiny_model.model.config.hidden_size
     path = tmp_path / "probe.json"
@@ -264,6 +264,10 @@ def test_the_defence_key_hashes_every_path_argument(tmp_path):
     assert defence_key({"path": str(a), "wrapper_path": str(b)}, "k") != both, "a replaced wrapper file is new"
     assert defence_key({"path": str(a)}, "k") == only_path
     assert defence_key({"path": str(a), "wrapper_path": str(tmp_path / "missing")}, "k") == only_path
+    chained = defence_key({"path": str(a), "then": "probe", "then_args": {"path": str(b)}}, "k")
+    b.write_text("four")
+    assert defence_key({"path": str(a), "then": "probe", "then_args": {"path": str(b)}}, "k") != chained, \
+        "a replaced file of a chained guard is new"
 
 
 @pytest.mark.timeout(600)

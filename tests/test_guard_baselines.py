@@ -40,7 +40,7 @@ def test_every_guard_honours_the_contract(tiny_model, name, tmp_path):
     """Declarative class attributes, recorded build args, one output per conversation, in order."""
     args = CHEAP_ARGS.get(name, {})
     if name == "probe":  # a probe file fitted on this model (weights zero: p = 0.5 for every request)
-        from safethink.guard import RequestProbe
+        from safethink.probes import RequestProbe
 
         d = tiny_model.model.config.hidden_size
         path = RequestProbe(layer=1, pool="last", mean=[0.0] * d, scale=[1.0] * d, weight=[0.0] * d, bias=0.0,

@@ -135,7 +135,8 @@ def test_eval_specs_load_a_full_fine_tuning_run_as_the_model(tmp_path):
 
 
 def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
-    from safethink.guard import GUARDS, RequestProbe
+    from safethink.guard import GUARDS
+    from safethink.probes import RequestProbe
     from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
@@ -179,7 +180,8 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
 
 @pytest.mark.timeout(300)
 def test_probe_tune_fits_a_tuned_probe_and_names_its_rows(tmp_path, tiny_dir):
-    from safethink.guard import GUARDS, TunedProbe
+    from safethink.guard import GUARDS
+    from safethink.probes import TunedProbe
     from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
@@ -222,7 +224,8 @@ def test_spare_pairs_are_the_unused_training_pairs(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_path, tiny_dir):
-    from safethink.guard import GUARDS, RequestProbe
+    from safethink.guard import GUARDS
+    from safethink.probes import RequestProbe
     from safethink.quickstart import (
         PLAIN_ATTACKS, VARIANTS, WRAPPER_ATTACKS, eval_specs, fit_quickstart_wrapper, split_eval_datasets,
     )
@@ -258,10 +261,44 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
     both = QuickstartConfig(out=tmp_path, probe=True, probe_wrapper=True).variants()
     assert [v.name for v in both[len(VARIANTS):]] == [
         "R2D + probe guard", "probe router: base / R2D", "base + wrapper probe", "wrapper + probe router: base / R2D"]
-    assert both[-1].guard_args["wrapper_path"] == str(tmp_path / "wrapper.json") and both[-1].guard_args["route"] == "base"
+    # the wrapper probe guard in front, the probe router behind it: two probe guards chained, both reading the
+    # base model's states
+    chain = both[-1].guard_args
+    assert chain["path"] == str(tmp_path / "wrapper.json") and chain["then"] == "probe" and chain["states"] == "base"
+    assert chain["then_args"] == both[-3].guard_args and chain["then_args"]["route"] == "base"
     specs = eval_specs(cfg, split_eval_datasets(cfg, splits), {"scot": tmp_path / "s", "r2d": tmp_path / "r"},
                        cfg.variants())
     guard = GUARDS.create(specs[-1].defences[0].guard, **specs[-1].defences[0].args)
     assert guard.probe.target == "wrapper"
     assert QuickstartConfig.for_mode(tmp_path, fast=True).probe_wrapper
     assert not QuickstartConfig.for_mode(tmp_path, fast=False, probe_wrapper=False).probe_wrapper
+
+
+@pytest.mark.timeout(900)
+def test_the_whole_job_on_the_tiny_model_times_each_stage_and_resumes_from_its_cache(tmp_path, tiny_dir):
+    """Every stage runs, its wall time lands in timings.json, and a second run answers nothing again."""
+    from safethink.eval import open_store
+    from safethink.quickstart import run_quickstart
+
+    cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=2, extra_benign_ratio=0.5,
+                           eval_harmful=2, eval_benign=1, eval_realistic=2, retain_tokens=4, max_new_tokens=6,
+                           evolve="none", attacks=("none", "prefix-injection"), probe_wrapper=False,
+                           train_overrides={"max_steps": 1, "batch_size": 2})
+    (rows, attacks, sets), files = run_quickstart(cfg)
+    assert [r.variant for r in rows] == ["base", "base + self-reminder", "SCoT", "R2D", "R2D + pivot guard"]
+    assert attacks == ["none", "prefix-injection"] and "realistic" in sets and files.html.is_file()
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert list(timings["stages"]) == ["split", "data", "train scot", "train r2d", *[f"eval {r.variant}" for r in rows],
+                                       "report"]
+    assert timings["total_seconds"] >= sum(timings["stages"].values()) * 0.99
+    assert timings["machine"]["auto_dtype"] in ("float32", "bfloat16")
+    with open_store(tmp_path / "eval") as st:
+        n = st.count()
+        shared = st.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    # the pivot guard watches R2D's own answers: one generation serves both rows
+    assert n == 5 * (2 * 2 + 3 + 2) and shared < n
+    again, _ = run_quickstart(cfg)
+    assert again[0] == rows
+    with open_store(tmp_path / "eval") as st:
+        assert st.count() == n and len(st.runs()) == 10  # five runs, each added nothing the second time
+        assert all(r["added"] == 0 for r in st.runs()[5:])

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -183,9 +185,9 @@ class QuickstartConfig:
         kind = "tuned probe" if self.probe_tune else "probe"
         probe = {"path": str(self.probe_path), "then": "r2d", "states": "base"}
         router = {**probe, "route": "base"}
-        if wrapper:
-            wrapper = (*wrapper, Variant(f"wrapper + {kind} router: base / R2D", "r2d", "probe",
-                                         {**router, "wrapper_path": str(self.wrapper_path)}))
+        if wrapper:  # the wrapper probe guard in front, the router behind it: two probe guards chained
+            chain = {"path": str(self.wrapper_path), "states": "base", "then": "probe", "then_args": router}
+            wrapper = (*wrapper, Variant(f"wrapper + {kind} router: base / R2D", "r2d", "probe", chain))
         return (*VARIANTS, Variant(f"R2D + {kind} guard", "r2d", "probe", probe),
                 Variant(f"{kind} router: base / R2D", "r2d", "probe", router), *wrapper)
 
@@ -342,7 +344,7 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     training prompts of the split (with ``probe_all_pairs``, every other seed pair outside the held-out split
     too), harmful and benign, each under ``probe_attacks``; with ``probe_tune`` a tuned probe."""
     from .models import load_model
-    from .train import fit_probe_from_sources
+    from .probes import fit_probe as fit_probe_from_sources
 
     dest = cfg.probe_path
     harmful, benign = _probe_sources(cfg, splits)
@@ -386,7 +388,7 @@ def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progr
     (positive); its threshold at 1% of the plain forms and at most ``max_negatives_fpr`` of the ``negatives``
     out of fold."""
     from .models import load_model
-    from .train import fit_probe_from_sources
+    from .probes import fit_probe as fit_probe_from_sources
 
     dest = cfg.wrapper_path
     harmful, benign = _probe_sources(cfg, splits) if cfg.wrapper_all_pairs else split_sources(splits)
@@ -445,7 +447,7 @@ def _fitted_on(dest: Path, harmful: list[str], benign: list[str], attacks: list[
     """Whether the probe saved at ``dest`` was fitted on these request files (in any order) and attacks, and
     with ``settings`` (keys of its ``fitted_on`` record). One fitted otherwise is fitted again; the evaluation
     then answers again, as the probe's content is part of each attempt's key."""
-    from .guard import load_probe
+    from .probes import load_probe
 
     fitted = load_probe(dest).metrics.get("fitted_on", {})
     return (sorted(fitted.get("harmful", [])), sorted(fitted.get("benign", [])), fitted.get("attacks")) == (
@@ -569,23 +571,71 @@ def summarise(eval_dir: Path, variants: tuple[Variant, ...] = VARIANTS) -> tuple
 def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet
                    ) -> tuple[tuple[list[SummaryRow], list[str], list[str]], Any]:
     """Every stage in order; stages already done are skipped. Returns the table (``summarise``'s
-    rows, attacks, benign sets) and the report files."""
+    rows, attacks, benign sets) and the report files. Each stage's wall time is written to
+    ``out/timings.json`` as it ends (:class:`StageClock`)."""
     from .eval import render_report
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.out / "quickstart.json", json.dumps(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}, indent=1, default=str))
+    clock = StageClock(cfg.out / "timings.json", cfg.model)
     progress("split seed set", 0, 0)
-    splits = split_seed_set(cfg)
+    with clock("split"):
+        splits = split_seed_set(cfg)
     harmful, benign = split_sources(splits)
-    data = build_training_sets(cfg, harmful, benign, progress, retain_ratio=_retain_ratio(splits))
-    runs = train_adapters(cfg, data, progress)
+    with clock("data"):
+        data = build_training_sets(cfg, harmful, benign, progress, retain_ratio=_retain_ratio(splits))
+    runs = {}
+    for method in ("scot", "r2d"):
+        with clock(f"train {method}"):
+            runs[method] = train_adapter(cfg, method, data[method], cfg.out / "runs" / method, progress=progress)
     if cfg.probe:
-        fit_quickstart_probe(cfg, splits, progress)
+        with clock("probe"):
+            fit_quickstart_probe(cfg, splits, progress)
     if cfg.probe_wrapper:
-        fit_quickstart_wrapper(cfg, splits, progress)
+        with clock("wrapper probe"):
+            fit_quickstart_wrapper(cfg, splits, progress)
     variants = cfg.variants()
-    eval_dir = run_evaluations(eval_specs(cfg, split_eval_datasets(cfg, splits), runs, variants), progress)
+    specs = eval_specs(cfg, split_eval_datasets(cfg, splits), runs, variants)
+    for spec in specs:
+        with clock(f"eval {spec.defences[0].display}"):
+            eval_dir = run_evaluations([spec], progress)
     progress("report", 0, 0)
-    files = render_report(eval_dir)
+    with clock("report"):
+        files = render_report(eval_dir)
     return summarise(eval_dir, variants), files
+
+
+class StageClock:
+    """Wall time per stage, written (atomically) to a JSON file as each stage ends, with what decides it:
+    the machine's CPU count, torch's threads and the dtype ``auto`` loads the model in. A stage served from the
+    output directory's cache shows as the seconds it took to find it there."""
+
+    def __init__(self, path: Path, model: str):
+        self.path = path
+        self.stages: dict[str, float] = {}
+        self.started = time.perf_counter()
+        self.machine = _machine_facts(model)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = round(time.perf_counter() - t0, 1)
+            atomic_write_text(self.path, json.dumps({
+                "stages": self.stages, "total_seconds": round(time.perf_counter() - self.started, 1),
+                "machine": self.machine}, indent=1))
+
+
+def _machine_facts(model: str) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    from .models._hf import pick_device_dtype
+
+    device, dtype = pick_device_dtype(None, None)
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+            "auto_dtype": str(dtype).removeprefix("torch."), "model": model}

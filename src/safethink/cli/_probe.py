@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import console, quiet_hf
+from ._common import console, deprecated, either, quiet_hf, split_ints, split_list
 
 probe_app = typer.Typer(help="The probe guard: fit a linear probe on a model's hidden states, or score requests.",
                         no_args_is_help=True)
@@ -18,20 +18,23 @@ probe_app = typer.Typer(help="The probe guard: fit a linear probe on a model's h
 def fit(
     harmful: Annotated[list[str], typer.Option(help="Harmful prompt source: dataset name, path or builtin:harmful (repeatable).")],
     benign: Annotated[list[str], typer.Option(help="Benign prompt source, e.g. builtin:twins (repeatable).")],
-    out: Annotated[Path, typer.Option(help="Probe file to write (JSON); with --tune, a directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Probe file to write (JSON); with --tune, a directory.")],
     model: Annotated[str, typer.Option(help="The model the guard will protect: smollm2-135m or hf:<id|path>.")] = "smollm2-135m",
     adapter: Annotated[Optional[str], typer.Option(help="A trained adapter run on top of --model.")] = None,
-    attacks: Annotated[str, typer.Option(help="Comma list of prompt-only attacks every request is fitted under.")] = "none",
+    attacks: Annotated[Optional[list[str]], typer.Option(help="Prompt-only attack every request is fitted under "
+                                                              "(repeatable, or a comma list; default: none).")] = None,
     forms_per_request: Annotated[Optional[int], typer.Option(
         min=1, help="Put each request under this many of --attacks, drawn per request pair (default: under all); "
                     "fits a long attack list at a fixed cost.")] = None,
-    layer: Annotated[Optional[list[int]], typer.Option(help="Candidate layer (repeatable); default: every layer.")] = None,
+    layer: Annotated[Optional[list[str]], typer.Option(help="Candidate layer (repeatable, or a comma list); default: "
+                                                            "every layer.")] = None,
     pool: Annotated[str, typer.Option(help="last (the state at the last prompt token) or mean (over the prompt).")] = "last",
     max_fpr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of benign requests the threshold may refuse (cross-validated).")] = 0.05,
     max_fnr: Annotated[float, typer.Option(min=0.0, max=0.99, help="Share of harmful requests the route threshold (route=base) may send to the base model (cross-validated).")] = 0.05,
     c: Annotated[float, typer.Option(min=1e-6, help="Inverse L2 strength of the logistic regression.")] = 0.1,
-    ensembles: Annotated[str, typer.Option(help="Comma list of ensemble sizes to cross-validate: the k best layers, "
-                                                 "their logits averaged (1: the single best layer).")] = "1,3,5,8",
+    ensembles: Annotated[Optional[list[str]], typer.Option(help="Ensemble size to cross-validate (repeatable, or a "
+                                                                "comma list; default 1,3,5,8): the k best layers, their "
+                                                                "logits averaged (1: the single best layer).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     data_dir: Annotated[Optional[str], typer.Option(help="Directory with local copies of public datasets.")] = None,
@@ -44,10 +47,11 @@ def fit(
     val_fraction: Annotated[float, typer.Option(min=0.01, max=0.9, help="--tune: share of request groups kept out "
                                                                        "of training to set the thresholds.")] = 0.15,
     target: Annotated[str, typer.Option(help="intent: harmful vs benign requests; wrapper: any request inside one of "
-                                             "--attacks vs the same requests under --plain-attacks (the probe "
-                                             "guard's wrapper_path=).")] = "intent",
-    plain_attacks: Annotated[str, typer.Option(help="--target wrapper: comma list of the attacks whose forms count "
-                                                    "as plain requests (none, and rewrites such as past-tense).")] = "none",
+                                             "--attacks vs the same requests under --plain-attacks (a probe "
+                                             "guard in front of others: then=probe).")] = "intent",
+    plain_attacks: Annotated[Optional[list[str]], typer.Option(help="--target wrapper: an attack whose forms count as "
+                                                                    "plain requests (repeatable, or a comma list; "
+                                                                    "default: none; rewrites such as past-tense).")] = None,
     documents: Annotated[Optional[int], typer.Option(min=0, help="--target wrapper: long plain requests added as "
                                                      "negatives: the model answers this many benign requests and each "
                                                      "answer becomes the document of an ordinary task (summarise, "
@@ -66,10 +70,13 @@ def fit(
     """Fit a probe that tells harmful from benign requests by the model's hidden state (or, with --target
     wrapper, requests inside an attack from plain ones); writes --out."""
     from ..errors import SpecError
-    from ..guard import PROBE_TARGETS
     from ..models import load_model
-    from ..train import fit_probe_from_sources
+    from ..probes import PROBE_TARGETS, fit_probe
 
+    harmful, benign, negatives = split_list(harmful), split_list(benign), split_list(negatives)
+    attacks, plain_attacks = ",".join(split_list(attacks)) or "none", ",".join(split_list(plain_attacks)) or "none"
+    layer = split_ints(layer, "--layer") or None
+    ensembles = ",".join(split_list(ensembles)) or "1,3,5,8"
     if pool not in ("last", "mean"):
         raise SpecError(f"--pool {pool!r}: expected last or mean")
     try:
@@ -99,16 +106,16 @@ def fit(
                 state["steps"] += k
                 status.update(f"tuning: step {state['steps']}")
 
-            probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
-                                           data_dir=data_dir, forms_per_request=forms_per_request, tune=True,
-                                           layer=tune_layer, epochs=epochs, rank=rank, lr=lr,
-                                           val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr, progress=step,
-                                           **kind)
+            probe = fit_probe(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
+                              data_dir=data_dir, forms_per_request=forms_per_request, tune=True,
+                              layer=tune_layer, epochs=epochs, rank=rank, lr=lr,
+                              val_fraction=val_fraction, max_fpr=max_fpr, max_fnr=max_fnr, progress=step,
+                              **kind)
     else:
         with console.status("computing hidden states and cross-validating layers"):
-            probe = fit_probe_from_sources(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
-                                           data_dir=data_dir, forms_per_request=forms_per_request, layers=layer,
-                                           pool=pool, c=c, max_fpr=max_fpr, max_fnr=max_fnr, ensembles=sizes, **kind)
+            probe = fit_probe(m, harmful, benign, attacks=attack_list, seed=seed, limit=limit,
+                              data_dir=data_dir, forms_per_request=forms_per_request, layers=layer,
+                              pool=pool, c=c, max_fpr=max_fpr, max_fnr=max_fnr, ensembles=sizes, **kind)
     probe.save(out)
     mt = probe.metrics
     where = "validation" if tune else "out-of-fold"
@@ -133,10 +140,10 @@ def fit(
         table.add_row(f"{where} routed to base", f"harmful {100 * mt['oof_harmful_routed']:.0f}%, benign {100 * mt['oof_benign_routed']:.0f}%")
     console.print(table)
     if target == "wrapper":
-        console.print(f"use it beside an intent probe: --guard probe --guard-arg path=<intent probe> --guard-arg "
-                      f"wrapper_path={out}, or alone: --guard-arg path={out}")
+        console.print(f"use it in front of an intent probe: --guard probe --arg path={out} --arg then=probe --arg "
+                      f"'then_args={{path: <intent probe>}}', or alone: --arg path={out}")
     else:
-        console.print(f"use it: safethink serve --guard probe --guard-arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
+        console.print(f"use it: safethink serve --guard probe --arg path={out}, or {{guard: probe, args: {{path: {out}}}}} in an eval spec")
 
 
 @probe_app.command("score")
@@ -147,8 +154,8 @@ def score(
     adapter: Annotated[Optional[str], typer.Option()] = None,
 ) -> None:
     """Print p(harmful) of each request and whether the probe guard would refuse it."""
-    from ..guard import load_probe
     from ..models import load_model
+    from ..probes import load_probe
 
     p = load_probe(probe)
     quiet_hf()
@@ -169,14 +176,16 @@ def evaluate(
                                                               "(repeatable).")] = None,
     benign: Annotated[Optional[list[str]], typer.Option(help="Benign prompt source, sent verbatim with its history "
                                                              "(repeatable), e.g. builtin:realistic-test.")] = None,
-    attacks: Annotated[str, typer.Option(help="Comma list of prompt-only attacks for the harmful sources.")] = "none",
+    attacks: Annotated[Optional[list[str]], typer.Option(help="Prompt-only attack for the harmful sources "
+                                                              "(repeatable, or a comma list; default: none).")] = None,
     model: Annotated[str, typer.Option()] = "smollm2-135m",
     adapter: Annotated[Optional[str], typer.Option()] = None,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Override the probes' thresholds.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many requests per source.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the attack templates and of --limit's sample.")] = 0,
     data_dir: Annotated[Optional[str], typer.Option(help="Directory with local copies of public datasets.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the rates to this JSON file.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the rates to this JSON file.")] = None,
+    json_old: Annotated[Optional[Path], deprecated("--json", "--out")] = None,
 ) -> None:
     """Print the share of each source each probe flags (would refuse), per attack and per kind; nothing is
     generated, as a probe acts on the prompt alone."""
@@ -185,11 +194,12 @@ def evaluate(
     import sys
 
     from ..errors import SpecError
-    from ..guard import load_probe
     from ..io import atomic_write_text
     from ..models import load_model
-    from ..train._probe import flag_rates
+    from ..probes import flag_rates, load_probe
 
+    harmful, benign, json_out = split_list(harmful), split_list(benign), either(json_out, json_old, "--out")
+    attacks = ",".join(split_list(attacks)) or "none"
     if not harmful and not benign:
         raise SpecError("probe eval: give at least one --harmful or --benign source")
     probes = [load_probe(p) for p in probe]

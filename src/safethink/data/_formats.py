@@ -26,15 +26,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# ---------------------------------------------------------------- R2D tokens
-PIVOT_SAFE = "[SAFE]"
-PIVOT_UNSAFE = "[UNSAFE]"
-PIVOT_RETHINK = "[RETHINK]"
-PIVOTS = (PIVOT_SAFE, PIVOT_UNSAFE, PIVOT_RETHINK)
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-R2D_SPECIAL_TOKENS = (*PIVOTS, THINK_OPEN, THINK_CLOSE)
-"""Added to the tokenizer as special tokens for R2D training; ids are always looked up by string."""
+# The R2D tokens live below the models layer (the mock model streams them); re-exported here with the formats.
+from .._r2d_tokens import (  # noqa: F401
+    PIVOT_RETHINK,
+    PIVOT_SAFE,
+    PIVOT_UNSAFE,
+    PIVOTS,
+    R2D_SPECIAL_TOKENS,
+    THINK_CLOSE,
+    THINK_OPEN,
+)
 
 
 @dataclass(frozen=True)

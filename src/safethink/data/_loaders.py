@@ -78,11 +78,11 @@ def _load_all(source: str, *, label: Label | None, column_map: dict[str, str] | 
 
 FRAME_TWINS = "frame-twins:"
 """Prefix of a derived source: ``frame-twins:<source>`` is one benign frame twin per harmful request of
-``<source>`` (:func:`safethink.synth.frame_twins`), written offline."""
+``<source>`` (:func:`safethink.data.frame_twins`), written offline."""
 
 
 def _load_frame_twins(inner: str, *, label: Label | None, data_dir: str | None) -> list[PromptRecord]:
-    from ..synth._frames import frame_twin_records
+    from ._frames import frame_twin_records
 
     if not inner:
         raise SpecError(f"{FRAME_TWINS}<source> needs the harmful source to twin, e.g. {FRAME_TWINS}advbench")

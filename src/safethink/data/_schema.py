@@ -75,3 +75,20 @@ class PromptRecord(BaseModel):
         """The conversation as sent to a model: the history, then the request as the last user turn."""
         return [{"role": m.role, "content": m.content} for m in self.history] + [
             {"role": "user", "content": self.user_text()}]
+
+
+def pair_key(rec: PromptRecord) -> str:
+    """The id a harmful request and its benign twin share: a twin's ``twin_of``, else the group of requests
+    that share pasted material (``meta.group``, as in ``builtin:realistic``), else the request's own id as its
+    file wrote it (``harmful_train/harmful-044`` is ``harmful-044`` there; ``twin_of`` names that).
+
+    Everything that keeps related requests together uses it: a probe's cross-validation folds, the attacks
+    drawn for a pair, the ids of frame twins."""
+    if rec.meta.get("twin_of"):
+        return str(rec.meta["twin_of"])
+    if rec.meta.get("group"):
+        return f"group:{rec.meta['group']}"
+    if rec.meta.get("seed_id"):
+        return str(rec.meta["seed_id"])
+    prefix = f"{rec.source}/"
+    return rec.id[len(prefix):] if rec.id.startswith(prefix) else rec.id

@@ -60,14 +60,24 @@ def attempt_key(model_spec: str, adapter_hash: str, defence_spec: str, attack_sp
 
 def defence_key(args: dict[str, Any], key: str) -> str:
     """A defence's part of the attempt key: ``key`` (its spec), plus the content hash of each file or directory
-    its ``path`` and ``*_path`` arguments name (a probe, for one), so an answer is never reused for a replaced
-    file."""
-    files = {k: v for k, v in sorted(args.items())
-             if (k == "path" or k.endswith("_path")) and isinstance(v, str) and Path(v).exists()}
+    its ``path`` and ``*_path`` arguments name (a probe, for one), also inside nested arguments (a chained
+    guard's ``then_args``), so an answer is never reused for a replaced file."""
+    files = dict(sorted(_path_args(args, "")))
     if not files:
         return key
     hashes = {("path_sha256" if k == "path" else f"{k}_sha256"): path_hash(v) for k, v in files.items()}
     return canonical_json({"spec": key, **hashes})
+
+
+def _path_args(args: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+    """``(dotted name, path)`` of every existing file named by a ``path`` / ``*_path`` argument, at any depth."""
+    found = []
+    for k, v in args.items():
+        if isinstance(v, dict):
+            found += _path_args(v, f"{prefix}{k}.")
+        elif (k == "path" or k.endswith("_path")) and isinstance(v, str) and Path(v).exists():
+            found.append((f"{prefix}{k}", v))
+    return found
 
 
 def path_hash(path: str | Path) -> str:

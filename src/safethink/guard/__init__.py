@@ -2,9 +2,9 @@
 
 Build one by registry name, ``GUARDS.create("r2d-pivot", on_unsafe="rollback")``; names:
 ``none``, ``scot``, ``scot-verdict`` (SCoT verdicts read from their log-odds), ``r2d``,
-``r2d-pivot`` (decode-time pivot guard), ``probe`` (a linear probe on the model's hidden state, or a tuned
-probe: LoRA-adapted lower blocks with a linear head; a second, wrapper probe refuses requests that come
-inside an attack's template or encoding) and the published baselines
+``r2d-pivot`` (decode-time pivot guard), ``probe`` (a probe from :mod:`safethink.probes` reads the prompt
+before anything is generated; chain two, ``then="probe"``, to put a wrapper probe in front of an intent
+probe) and the published baselines
 ``self-reminder``, ``goal-priority``, ``icd``, ``intention-analysis``, ``r2d-prompt``,
 ``scot-prompt`` (= ``scot-p3``), ``scot-p1``, ``scot-p2`` (SCoT's prompt-only levels), ``smoothllm``,
 ``perplexity``, ``erase-check`` (suffix, insertion, infusion), ``paraphrase``.
@@ -20,8 +20,7 @@ from ._filters import EraseAndCheck, PerplexityFilter, SmoothLLM, erase_check_co
 from ._leak import leaked
 from ._parse import NoGuard, R2DGuard, SCoTGuard
 from ._pivot import PivotGuard, PivotWatcher, pivot_token_ids
-from ._probe import PROBE_TARGETS, ProbeGuard, RequestProbe, fit_probe, fit_probe_on_states, prompt_states
-from ._tuned import TunedProbe, fit_tuned_probe, load_probe
+from ._probe import ProbeGuard
 from ._verdict import SCoTVerdictGuard, verdict_scores
 from ._prompting import (
     GoalPriority, InContextDefense, IntentionAnalysis, Paraphrase, R2DPrompt, SCoTCheckPrompt, SCoTFormatPrompt,
@@ -36,7 +35,6 @@ def create_guard(name: str, **options) -> Guard:
 
 __all__ = [
     "BLOCKING_ACTIONS",
-    "PROBE_TARGETS",
     "GUARDS",
     "EraseAndCheck",
     "GoalPriority",
@@ -54,7 +52,6 @@ __all__ = [
     "R2DGuard",
     "R2DPrompt",
     "ReasoningMode",
-    "RequestProbe",
     "SCoTCheckPrompt",
     "SCoTFormatPrompt",
     "SCoTGuard",
@@ -63,19 +60,13 @@ __all__ = [
     "SCoTVerdictGuard",
     "SelfReminder",
     "SmoothLLM",
-    "TunedProbe",
     "create_guard",
     "erase_check_cost",
     "erased_subsequences",
-    "fit_probe",
-    "fit_tuned_probe",
     "leaked",
-    "load_probe",
-    "fit_probe_on_states",
     "log_perplexities",
     "looks_like_refusal",
     "perturb",
-    "prompt_states",
     "seal",
     "verdict_scores",
     "pivot_token_ids",

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data._formats import R2D_SPECIAL_TOKENS
+from .._r2d_tokens import R2D_SPECIAL_TOKENS
 from ..errors import InputError
 from ._types import (
     Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,

@@ -6,7 +6,7 @@ from ._check import CheckReport, check_dataset
 from ._classify import CategoryClassifier
 from ._client import ChatClient, StructuredOutputError, extract_json
 from ._embed import Embedder
-from ._frames import frame_twin_records, frame_twins, parse_act
+from ..data._frames import frame_twin_records, frame_twins, parse_act  # rule twins need no teacher: data owns them
 from ._evolve import STYLES, TWIN_STYLE, LLMEvolver, RuleEvolver, parse_styles, pick_diverse
 from ._llm import HeuristicRetagger, LLMRetagger, LLMTeacher
 from ._plan import BuildConfig, PlanItem, make_plan
@@ -15,12 +15,32 @@ from ._retain import RetainAnswerer
 from ._structured import StructuredTeacher
 from ._types import TEACHERS, R2DStepOut, R2DTrace, SCoTReasoning, Teacher, TeachFailure, TeachRequest, Verdict
 
+# The public surface. Also importable from here, for safethink's own modules and tests: TWIN_STYLE,
+# CategoryClassifier, ChatClient, Embedder, HeuristicRetagger, LLMRetagger, PlanItem, RetainAnswerer,
+# StructuredOutputError, extract_json, make_plan, pick_diverse, and the rule twins (frame_twin_records,
+# frame_twins, parse_act: public in safethink.data).
 __all__ = [
-    "STYLES", "TEACHERS", "TWIN_STYLE",
-    "BuildConfig", "BuildResult", "CategoryClassifier", "ChatClient", "CheckReport", "Embedder",
-    "HeuristicRetagger", "IncompleteBuildError", "LLMEvolver", "LLMRetagger", "LLMTeacher", "PlanItem", "R2DStepOut", "R2DTrace",
-    "RetainAnswerer", "RuleEvolver", "SCoTReasoning", "StructuredOutputError", "StructuredTeacher", "TeachFailure", "TeachRequest",
-    "Teacher", "Verdict",
-    "build_dataset", "check_dataset", "extract_json", "frame_twin_records", "frame_twins", "load_teacher", "make_plan", "parse_act", "parse_styles", "pick_diverse",
-    "render_r2d", "render_scot",
+    "STYLES",
+    "TEACHERS",
+    "BuildConfig",
+    "BuildResult",
+    "CheckReport",
+    "IncompleteBuildError",
+    "LLMEvolver",
+    "LLMTeacher",
+    "R2DStepOut",
+    "R2DTrace",
+    "RuleEvolver",
+    "SCoTReasoning",
+    "StructuredTeacher",
+    "TeachFailure",
+    "TeachRequest",
+    "Teacher",
+    "Verdict",
+    "build_dataset",
+    "check_dataset",
+    "load_teacher",
+    "parse_styles",
+    "render_r2d",
+    "render_scot",
 ]

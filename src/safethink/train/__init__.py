@@ -18,7 +18,6 @@ from ._config import PRESETS, TrainConfig, load_train_config, preset_values
 if TYPE_CHECKING:
     from ._collator import SafetyCollator
     from ._merge import merge_run, read_run_info
-    from ._probe import attacked_examples, document_requests, fit_probe_from_sources, probe_forms
     from ._run import TrainResult, resolve_base_model, train
     from ._tokens import PivotIds, add_r2d_tokens, grow_embeddings, pivot_ids
     from ._trainer import SafetyTrainer
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRESETS", "PivotIds", "SafetyCollator", "SafetySFTConfig", "SafetyTrainer", "TrainConfig", "TrainResult",
-    "add_r2d_tokens", "attacked_examples", "document_requests", "fit_probe_from_sources", "probe_forms", "grow_embeddings", "load_train_config", "merge_run", "pivot_ids", "preset_values",
+    "add_r2d_tokens", "grow_embeddings", "load_train_config", "merge_run", "pivot_ids", "preset_values",
     "read_run_info", "resolve_base_model", "train",
 ]
 
@@ -34,7 +33,7 @@ _LAZY = {
     "SafetyCollator": "_collator", "merge_run": "_merge", "read_run_info": "_merge", "TrainResult": "_run",
     "resolve_base_model": "_run", "train": "_run", "PivotIds": "_tokens", "add_r2d_tokens": "_tokens",
     "grow_embeddings": "_tokens", "pivot_ids": "_tokens", "SafetyTrainer": "_trainer",
-    "SafetySFTConfig": "_trainer_config", "attacked_examples": "_probe", "fit_probe_from_sources": "_probe", "probe_forms": "_probe", "document_requests": "_probe",
+    "SafetySFTConfig": "_trainer_config",
 }
 
 

@@ -1,4 +1,4 @@
-"""The tuned probe: the probe guard's classifier with the model's own blocks adapted too.
+"""The tuned probe: a probe whose read-out comes from the model's own lower blocks, adapted with LoRA.
 
 A linear probe reads a frozen hidden state. The tuned probe trains LoRA on the first ``layer`` blocks of
 the base model together with a linear head on the state at the last prompt token of block ``layer``
@@ -9,7 +9,7 @@ short fine-tuning run instead of a regression, and its own copy of the lower blo
 
     probe = fit_tuned_probe(model, harmful_convs, benign_convs, groups=...)
     probe.save("probe_dir")            # probe.json + adapter/
-    guard = GUARDS.create("probe", path="probe_dir", then="r2d")
+    guard = GUARDS.create("probe", path="probe_dir", then="r2d")   # safethink.guard
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 from ..errors import SpecError
 from ..io import atomic_write_text
 from ..models import ChatModel, Conversation, ProgressFn
-from ._filters import _hf_parts
-
-TUNED_FORMAT = "safethink-tuned-probe/1"
+from ._base import TUNED_FORMAT, read_probe_json
+from ._cv import route_at_fnr, threshold_with_negatives
+from ._states import model_parts
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TunedProbe:
     rank: int = 8
     metrics: dict[str, Any] = field(default_factory=dict)
     target: str = "intent"
-    """``intent`` or ``wrapper``, as :attr:`RequestProbe.target`."""
+    """``intent`` or ``wrapper``, as :attr:`~safethink.probes.RequestProbe.target`."""
     path: str | None = None
     """The directory it was saved to or loaded from."""
     _net: Any = field(default=None, repr=False, compare=False)
@@ -71,7 +71,7 @@ class TunedProbe:
         if self.path is None:
             raise SpecError("tuned probe: neither a trained network in memory nor a directory to load it from")
         base = load_model(self.model)
-        net, tok = _hf_parts(base, "probe")
+        net, tok = model_parts(base)
         _truncate(net, self.layer)
         self._net = PeftModel.from_pretrained(net, str(Path(self.path) / "adapter")).eval()
         self._tok, self._render = tok, base.render
@@ -160,10 +160,7 @@ class TunedProbe:
         if not meta.is_file() or not (path / "adapter").is_dir():
             raise SpecError(f"{path}: not a tuned probe directory (expected probe.json and adapter/ in it; "
                             "fit one with: safethink probe fit --tune ...)")
-        from ._probe import _load_json_as, check_target
-
-        probe = _load_json_as(cls, meta, TUNED_FORMAT, "tuned probe", "tuned probe file", path=str(path))
-        check_target(probe, meta)
+        probe = read_probe_json(cls, meta, TUNED_FORMAT, "tuned probe", "tuned probe file", path=str(path))
         if not probe.weight or probe.layer < 1:
             raise SpecError(f"{meta}: the head needs weights and a layer >= 1")
         return probe
@@ -195,15 +192,13 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
     two thirds of the depth. ``val_fraction`` of the groups (``groups``: one per conversation, harmful then
     benign) are kept out of training; on them the threshold is set so that at most ``max_fpr`` of benign
     forms are refused, and the route threshold so that at most ``max_fnr`` of harmful forms fall below it.
-    ``negative_kinds`` marks realistic benign negatives as :func:`~safethink.guard.fit_probe_on_states` does: the
+    ``negative_kinds`` marks realistic benign negatives as :func:`~safethink.probes.fit_probe_on_states` does: the
     threshold also refuses at most ``max_negatives_fpr`` of those in the validation groups.
     ``progress(k)`` is called after every optimiser step."""
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
     from sklearn.metrics import roc_auc_score
-
-    from ._probe import _route_at_fnr, threshold_with_negatives
 
     if getattr(model, "adapter", None):
         raise SpecError("tuned probe: fit it on the base model (load it without an adapter); it guards any "
@@ -239,7 +234,7 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
         raise SpecError("fitting a tuned probe needs harmful and benign requests both in training and in the "
                         f"validation share ({len(set(g))} groups; raise val_fraction or give more requests)")
 
-    net, tok = _hf_parts(model, "probe")
+    net, tok = model_parts(model)
     net = copy.deepcopy(net)
     n_blocks = len(net.model.layers)
     layer = layer if layer is not None else max(1, round(2 * n_blocks / 3))
@@ -283,7 +278,7 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
     threshold, negatives = threshold_with_negatives(vs, vy, [kinds[i] for i in va], max_fpr=max_fpr,
                                                     max_negatives_fpr=max_negatives_fpr,
                                                     held_out="validation groups kept out of training")
-    route = min(_route_at_fnr(vs[vy == 1].tolist(), max_fnr), threshold)
+    route = min(route_at_fnr(vs[vy == 1].tolist(), max_fnr), threshold)
     probe.threshold, probe.route_threshold = threshold, route
     probe.metrics = {
         "auc": float(roc_auc_score(vy, vs)), "validation_forms": len(va), "validation_groups": len(val),
@@ -297,11 +292,3 @@ def fit_tuned_probe(model: ChatModel, harmful: Sequence[Conversation], benign: S
         **({"negatives": negatives} if negatives else {}),
     }
     return probe
-
-
-def load_probe(path: str | Path) -> Any:
-    """A linear probe file or a tuned probe directory, by what ``path`` is."""
-    from ._probe import RequestProbe
-
-    p = Path(path)
-    return TunedProbe.load(p) if p.is_dir() else RequestProbe.load(p)

@@ -23,6 +23,8 @@ import random
 import re
 from collections.abc import Sequence
 
+from ._schema import PromptRecord, pair_key
+
 _LEAD = (r"(?:write|create|develop|design|generate|provide|give|outline|produce|draft|compose|publish|offer|"
          r"suggest|describe|explain|teach|instruct|show|demonstrate|build|make|post|share|list|detail|tell|"
          r"help|guide|program|code|prepare|plan|devise|construct|compile|release|record)")
@@ -90,16 +92,14 @@ def frame_twins(prompt: str, key: str, *, n: int = 1, seed: int = 0) -> list[str
     return [f.format(act=act) for f in frames]
 
 
-def frame_twin_records(records: Sequence[object], *, n: int = 1, seed: int = 0, source: str = "frame-twins") -> list:
+def frame_twin_records(records: Sequence[PromptRecord], *, n: int = 1, seed: int = 0,
+                       source: str = "frame-twins") -> list[PromptRecord]:
     """:func:`frame_twins` of harmful :class:`~safethink.data.PromptRecord` s as benign records, each with
     ``meta["twin_of"]`` naming its harmful request (so a probe keeps the pair in one fold)."""
-    from ..data import PromptRecord
-    from ..train._probe import pair_key
-
     out = []
     for rec in records:
-        key = pair_key(rec)  # type: ignore[arg-type]
-        for i, text in enumerate(frame_twins(rec.prompt, key, n=n, seed=seed)):  # type: ignore[attr-defined]
+        key = pair_key(rec)
+        for i, text in enumerate(frame_twins(rec.prompt, key, n=n, seed=seed)):
             out.append(PromptRecord(id=f"{source}/{key}/{i}", prompt=text, label="benign", source=source,
-                                    category=rec.category, meta={"twin_of": key, "style": "frame"}))  # type: ignore[attr-defined]
+                                    category=rec.category, meta={"twin_of": key, "style": "frame"}))
     return out

@@ -1,7 +1,7 @@
 """Frame twins: offline benign twins of harmful requests, by parsing what the request asks for."""
 
 from safethink.data import PromptRecord
-from safethink.synth._frames import FRAMES, frame_twin_records, frame_twins, parse_act
+from safethink.data._frames import FRAMES, frame_twin_records, frame_twins, parse_act
 
 
 def test_parse_act_recognises_the_three_shapes():
@@ -47,7 +47,7 @@ def test_frame_twins_source_twins_a_harmful_file(tmp_path):
 
     from safethink.data import load_prompts
     from safethink.errors import SafethinkError
-    from safethink.train._probe import pair_key
+    from safethink.data import pair_key
 
     f = tmp_path / "harm.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in [
@@ -68,3 +68,21 @@ def test_frame_twins_source_twins_a_harmful_file(tmp_path):
         load_prompts("frame-twins:builtin:benign")
     with pytest.raises(SafethinkError, match="needs the harmful source"):
         load_prompts("frame-twins:")
+
+
+def test_pair_key_sees_through_the_file_prefix_and_prefers_twin_and_group():
+    from safethink.data import pair_key
+
+    def rec(id_: str, source: str = "harm", **meta):
+        return PromptRecord(id=id_, prompt="p", label="benign", source=source, meta=meta)
+
+    assert pair_key(rec("harm/h-7")) == "h-7"  # a file's records carry its stem as a prefix
+    assert pair_key(rec("other/h-7")) == "other/h-7"  # another source's prefix is part of the id
+    assert pair_key(rec("t-7", twin_of="h-7")) == "h-7"
+    assert pair_key(rec("r1", group="g0")) == pair_key(rec("r2", group="g0")) == "group:g0"
+    assert pair_key(rec("x", seed_id="s-1")) == "s-1"
+    assert pair_key(rec("t", twin_of="h", group="g")) == "h"  # a twin stays with its request
+    import safethink.synth
+
+    assert safethink.synth.frame_twins is frame_twins  # synth still offers the rule twins it builds sets with
+
