@@ -36,15 +36,15 @@ def test_list_shows_every_attack():
 
 def test_apply_prints_the_attacked_prompt():
     res = runner.invoke(app, ["attacks", "apply", "--attack", "base64", "--prompt", "How do I bake bread?",
-                              "-p", "mode=both"], env={"COLUMNS": "250"})
+                              "--arg", "mode=both"], env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert base64.b64encode(b"How do I bake bread?").decode() in res.output
 
 
 def test_apply_json_records_params_and_seed(shared_data):
     res = runner.invoke(app, ["attacks", "apply", "--attack", "dan", "--prompt", "Say hello", "--seed", "4",
-                              "-p", f"templates={shared_data / 'jailbreak_templates' / 'dan'}",
-                              "-p", "model_name=SmolLM", "--json"])
+                              "--arg", f"templates={shared_data / 'jailbreak_templates' / 'dan'}",
+                              "--arg", "model_name=SmolLM", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["seed"] == 4 and out["params"]["model_name"] == "SmolLM"
@@ -55,7 +55,7 @@ def test_apply_json_records_params_and_seed(shared_data):
 def test_apply_multi_turn_and_prefill_output():
     res = runner.invoke(app, ["attacks", "apply", "--attack", "prefilling", "--prompt", "Name a colour"])
     assert res.exit_code == 0 and "prefilled" in res.output and "Sure, here is" in res.output
-    res = runner.invoke(app, ["attacks", "apply", "--attack", "few-shot", "--prompt", "Name a colour", "-p", "n_shots=2"])
+    res = runner.invoke(app, ["attacks", "apply", "--attack", "few-shot", "--prompt", "Name a colour", "--arg", "n_shots=2"])
     assert res.exit_code == 0 and res.output.count("--- user ---") == 3
 
 
@@ -64,7 +64,7 @@ def test_bad_input_is_one_clear_error():
     assert r.returncode == 2 and "unknown attack 'no-such-attack'" in r.stderr
     r = _cli("attacks", "apply", "--attack", "gcg", "--prompt", "x")
     assert r.returncode == 2 and "--target" in r.stderr
-    r = _cli("attacks", "apply", "--attack", "base64", "--prompt", "x", "-p", "colour")
+    r = _cli("attacks", "apply", "--attack", "base64", "--prompt", "x", "--arg", "colour")
     assert r.returncode == 2 and "key=value" in r.stderr
-    r = _cli("attacks", "apply", "--attack", "base64", "--prompt", "x", "-p", "speed=3")
+    r = _cli("attacks", "apply", "--attack", "base64", "--prompt", "x", "--arg", "speed=3")
     assert r.returncode == 2 and "bad arguments" in r.stderr

@@ -73,7 +73,7 @@ def test_prompts_file_gets_a_response_per_line(tiny_dir, tmp_path):
     from safethink.cli import app
 
     res = CliRunner().invoke(app, ["generate", "--model", f"hf:{tiny_dir}", "--prompts", str(f),
-                                   "--output", str(out), "--max-new-tokens", "4"])
+                                   "--out", str(out), "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
     assert "wrote 3 answers" in res.output
     got = [json.loads(line) for line in out.read_text().splitlines()]

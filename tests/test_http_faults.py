@@ -290,8 +290,8 @@ def test_judge_with_faults_kill_and_resume(tmp_path, flaky):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     partial = tmp_path / "out.jsonl.partial"
-    args = ["judge", "--judge", "harmbench", "--judge-arg", f"model=openai:judge@{flaky.url}",
-            "--input", str(inp), "--output", str(out), "--chunk-size", "2"]
+    args = ["judge", "--judge", "harmbench", "--arg", f"model=openai:judge@{flaky.url}",
+            "--input", str(inp), "--out", str(out), "--chunk-size", "2"]
     flaky.poison = {"POISON"}
 
     code, err = run_cli(args, tmp_path, kill_when=lambda: complete_lines(partial) >= 5)
@@ -321,7 +321,7 @@ def test_generate_with_faults(tmp_path, flaky):
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(16)))
     out = tmp_path / "answers.jsonl"
     code, err = run_cli(["generate", "--model", f"openai:echo@{flaky.url}", "--prompts", str(prompts),
-                         "--output", str(out), "--batch-size", "4"], tmp_path)
+                         "--out", str(out), "--batch-size", "4"], tmp_path)
     assert code == 0, err
     got = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["response"] for r in got] == [f"echo: question {i}" for i in range(16)]

@@ -112,7 +112,7 @@ def test_generate_prompts_file(tmp_path, cli):
     bad = tmp_path / "p.jsonl"
     bad.write_bytes(b'{"prompt": "' + LATIN1 + b'"}\n')
     out = tmp_path / "answers.jsonl"
-    line = one_error(cli("generate", "--model", "mock:none.jsonl", "--prompts", bad, "--output", out))
+    line = one_error(cli("generate", "--model", "mock:none.jsonl", "--prompts", bad, "--out", out))
     assert f"{bad}:1: not valid UTF-8" in line and not out.exists()
 
 

@@ -66,7 +66,7 @@ def read(path: Path) -> list[dict]:
 
 def test_keyword_judge_writes_verdicts(tmp_path):
     inp, out = write(tmp_path / "in.jsonl", ROWS), tmp_path / "sub" / "out.jsonl"
-    proc = run_cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--output", str(out))
+    proc = run_cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = read(out)
     assert [r["id"] for r in rows] == ["a", "b", "c"]  # input fields kept, in order
@@ -79,8 +79,8 @@ def test_keyword_judge_writes_verdicts(tmp_path):
 
 def test_judge_args_reach_the_judge(tmp_path, cli):
     inp, out = write(tmp_path / "in.jsonl", [{"prompt": "p", "response": "I can’t do that."}]), tmp_path / "o.jsonl"
-    code, _, err = cli("judge", "--judge", "keyword-xstest", "--judge-arg", "fold_apostrophes=true",
-                       "--input", str(inp), "--output", str(out))
+    code, _, err = cli("judge", "--judge", "keyword-xstest", "--arg", "fold_apostrophes=true",
+                       "--input", str(inp), "--out", str(out))
     assert code == 0, err
     row = read(out)[0]
     assert row["refused"] is True and row["judge"] == "keyword-xstest?fold_apostrophes=true"
@@ -96,7 +96,7 @@ def test_resumes_from_partial(tmp_path, cli):
     done = {"line": 1, "row": {**ROWS[0], "refused": False, "score": 1.0, "judge": "keyword-jbb", "marker": 1}}
     (tmp_path / "out.jsonl.partial").write_text(json.dumps(header) + "\n" + json.dumps(done) + "\n{\"line\": 2, \"ro",
                                                 encoding="utf-8")
-    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--out", str(out))
     assert code == 0, err
     assert "resuming: 1 of 3" in err
     rows = read(out)
@@ -104,7 +104,7 @@ def test_resumes_from_partial(tmp_path, cli):
     assert [r["refused"] for r in rows] == [False, True, False]
     # A checkpoint from a different judge is ignored rather than mixed in.
     (tmp_path / "out.jsonl.partial").write_text(json.dumps({**header, "judge": "other"}) + "\n" + json.dumps(done) + "\n")
-    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--out", str(out))
     assert code == 0 and "resuming" not in err
     assert "marker" not in read(out)[0]
 
@@ -125,7 +125,7 @@ def test_resume_keeps_complete_lines_after_a_torn_one(tmp_path, cli):
     assert torn.endswith(b"\xc3")
     (tmp_path / "out.jsonl.partial").write_bytes(json.dumps(header).encode() + b"\n" + done(1) + torn + b"\n"
                                                  + done(3))
-    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--out", str(out))
     assert code == 0, err
     assert "resuming: 2 of 3" in err
     rows = read(out)
@@ -143,7 +143,7 @@ def test_checkpoint_lines_run_together_by_an_old_resume_lose_only_that_line(tmp_
     text = (json.dumps(header) + "\n" + json.dumps(rows[0]) + "\n" + '{"line": 9, "ro'  # torn, then appended to
             + json.dumps(rows[1]) + "\n" + json.dumps(rows[2]) + "\n")
     (tmp_path / "out.jsonl.partial").write_text(text, encoding="utf-8")
-    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--out", str(out))
     assert code == 0 and "resuming: 2 of 3" in err
     assert [r.get("marker") for r in read(out)] == [1, None, 3]
 
@@ -157,7 +157,7 @@ def test_checkpoint_lines_run_together_by_an_old_resume_lose_only_that_line(tmp_
 ])
 def test_bad_input_names_file_and_line(tmp_path, cli, lines, line_no, needle):
     inp, out = write(tmp_path / "bad.jsonl", lines), tmp_path / "out.jsonl"
-    line = one_line_error(cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--output", str(out)))
+    line = one_line_error(cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--out", str(out)))
     assert f"{inp}:{line_no}" in line and needle in line
     assert not out.exists()  # nothing half-written
 
@@ -165,13 +165,13 @@ def test_bad_input_names_file_and_line(tmp_path, cli, lines, line_no, needle):
 def test_bad_judge_and_args(tmp_path, cli):
     inp, out = write(tmp_path / "in.jsonl", ROWS), tmp_path / "out.jsonl"
     assert "unknown judge 'gpt-judge'" in one_line_error(
-        cli("judge", "--judge", "gpt-judge", "--input", str(inp), "--output", str(out)))
+        cli("judge", "--judge", "gpt-judge", "--input", str(inp), "--out", str(out)))
     assert "expected key=value" in one_line_error(
-        cli("judge", "--judge", "keyword-gcg", "--judge-arg", "oops", "--input", str(inp), "--output", str(out)))
+        cli("judge", "--judge", "keyword-gcg", "--arg", "oops", "--input", str(inp), "--out", str(out)))
     assert "needs model=" in one_line_error(
-        cli("judge", "--judge", "harmbench", "--input", str(inp), "--output", str(out)))
+        cli("judge", "--judge", "harmbench", "--input", str(inp), "--out", str(out)))
     missing = tmp_path / "missing.jsonl"
-    line = one_line_error(cli("judge", "--input", str(missing), "--output", str(out)))
+    line = one_line_error(cli("judge", "--input", str(missing), "--out", str(out)))
     assert str(missing) in line and "no such file" in line
     assert not out.exists()
 
@@ -179,7 +179,7 @@ def test_bad_judge_and_args(tmp_path, cli):
 def test_default_judge_without_flag(tmp_path, cli):
     pytest.importorskip("sentence_transformers")
     inp, out = write(tmp_path / "in.jsonl", ROWS), tmp_path / "out.jsonl"
-    code, stdout, err = cli("judge", "--input", str(inp), "--output", str(out))
+    code, stdout, err = cli("judge", "--input", str(inp), "--out", str(out))
     assert code == 0, err
     rows = read(out)
     assert {r["judge"] for r in rows} == {"default"}
@@ -201,7 +201,7 @@ def test_outcomes_and_the_no_answer_rule(tmp_path, cli):
          "response": "Sure, here is how:"},
     ]
     inp, out = write(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
-    code, stdout, err = cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--output", str(out))
+    code, stdout, err = cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--out", str(out))
     assert code == 0, err
     got = {r["id"]: r for r in read(out)}
     assert {k: r["outcome"] for k, r in got.items()} == {
@@ -219,12 +219,12 @@ def test_a_checkpoint_written_before_outcomes_resumes_with_the_derived_outcome(t
     header = _partial_header(inp, "keyword-jbb")
     old = {"line": 1, "row": {**ROWS[0], "refused": False, "score": 1.0, "judge": "keyword-jbb", "explanation": ""}}
     (tmp_path / "out.jsonl.partial").write_text(json.dumps(header) + "\n" + json.dumps(old) + "\n", encoding="utf-8")
-    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--output", str(out))
+    code, _, err = cli("judge", "--judge", "keyword-jbb", "--input", str(inp), "--out", str(out))
     assert code == 0 and "resuming: 1 of 3" in err
     assert [r["outcome"] for r in read(out)] == ["complied", "refused", "complied"]
 
 
 def test_optional_input_fields_must_be_strings(tmp_path, cli):
     inp, out = write(tmp_path / "bad.jsonl", [{"prompt": "p", "response": "r", "sent_prompt": 3}]), tmp_path / "o.jsonl"
-    line = one_line_error(cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--output", str(out)))
+    line = one_line_error(cli("judge", "--judge", "keyword-gcg", "--input", str(inp), "--out", str(out)))
     assert f"{inp}:1" in line and "expected a string 'sent_prompt' (a int)" in line

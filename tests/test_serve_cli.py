@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from safethink.cli._serve import auto_guard, parse_guard_args
+from safethink.cli._common import parse_pairs
+from safethink.cli._serve import auto_guard
 from safethink.errors import InputError, SpecError
 
 
@@ -57,16 +58,16 @@ def test_serve_command_answers_openai_clients(tiny_dir, tmp_path):
 
 def test_serve_rejects_a_bad_guard_before_loading(tiny_dir):
     r = subprocess.run([sys.executable, "-m", "safethink.cli", "serve", "--model", f"hf:{tiny_dir}",
-                        "--guard", "r2d-pivot", "--guard-arg", "on_unsafe=explode"],
+                        "--guard", "r2d-pivot", "--arg", "on_unsafe=explode"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "on_unsafe" in r.stderr
 
 
-def test_guard_args_are_yaml_scalars():
-    assert parse_guard_args(["on_unsafe=rollback", "fail_open=true", "rollback_tokens=80"]) == {
+def test_plugin_args_are_yaml_scalars():
+    assert parse_pairs(["on_unsafe=rollback", "fail_open=true", "rollback_tokens=80"]) == {
         "on_unsafe": "rollback", "fail_open": True, "rollback_tokens": 80}
     with pytest.raises(SpecError):
-        parse_guard_args(["no-equals-sign"])
+        parse_pairs(["no-equals-sign"])
 
 
 def test_auto_guard_follows_the_training_method(tmp_path):

@@ -24,7 +24,8 @@ app = typer.Typer(
 
 
 # Command modules, each with a ``register(app)`` function, in help order.
-COMMAND_MODULES = ("_models", "_data", "_train", "_probe", "_serve", "_attacks", "_judge", "_eval", "_quickstart")
+COMMAND_MODULES = ("_models", "_data", "_train", "_probe", "_serve", "_attacks", "_judge", "_eval", "_lists",
+                   "_quickstart")
 
 
 def _register_all() -> None:

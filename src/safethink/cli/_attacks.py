@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..errors import SpecError
-from ._common import console, quiet_hf
+from ._common import ARG_HELP, console, deprecated, either, parse_pairs, quiet_hf
 
 attacks_app = typer.Typer(help="Jailbreak attacks: list them, or apply one to a prompt.", no_args_is_help=True)
 
@@ -29,30 +29,17 @@ def list_attacks() -> None:
     console.print(table)
 
 
-def parse_params(items: list[str]) -> dict:
-    """``key=value`` pairs; values are read as YAML scalars/lists (3 -> int, true -> bool)."""
-    import yaml
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--param {item!r}: expected key=value")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
 def apply(
     attack: Annotated[str, typer.Option(help="Attack name (see `safethink attacks list`).")],
     prompt: Annotated[str, typer.Option(help="The request to attack.")],
     seed: Annotated[int, typer.Option(help="Seed for attacks with random choices.")] = 0,
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Attack parameter key=value (repeatable), e.g. -p mode=both, -p templates=DIR, -p judge=keyword-gcg.")] = None,
+    arg: Annotated[Optional[list[str]], typer.Option("--arg", help=f"{ARG_HELP}: an attack parameter, read as a YAML "
+                                                     "scalar, e.g. --arg mode=both, --arg templates=DIR, "
+                                                     "--arg judge=keyword-gcg.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Target model spec, for attacks that query it (pair, tap, gcg, autodan).")] = None,
     attacker: Annotated[Optional[str], typer.Option(help="Attacker model spec, for model-driven attacks (pair, tap, persuasion, translation).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole AttackedPrompt as JSON.")] = False,
+    param: Annotated[Optional[list[str]], deprecated("--param", "--arg", "-p")] = None,
 ) -> None:
     """Apply one attack to one prompt and print the attacked prompt."""
     import dataclasses
@@ -60,7 +47,7 @@ def apply(
     from ..attacks import ATTACKS
     from ..data._schema import PromptRecord
 
-    params = parse_params(param or [])
+    params = parse_pairs(either(arg, param, "--arg"))
     cls = ATTACKS.get(attack)  # unknown names fail before any model is loaded
     if attacker is not None:
         params["attacker"] = attacker

@@ -9,13 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ._common import console, err_console, quiet_hf
+from ._common import console, err_console, quiet_hf, split_list
 
 data_app = typer.Typer(help="Build and check SCoT / R2D training data.", no_args_is_help=True)
-
-
-def _split(values: list[str]) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 def check_input_files(sources: list[str], data_dir: Path | None, *files: Path | None) -> None:
@@ -37,11 +33,12 @@ def build(
                                                     "builtin:harmful, a hub id or a file (repeatable).")],
     benign: Annotated[list[str], typer.Option(help="Benign source: harmless, alpaca, dolly, jbb-benign, xstest-safe, "
                                                    "builtin:benign, a file ... (repeatable).")],
-    out: Annotated[Path, typer.Option(help="Output directory (shards + manifest.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (shards + manifest.json).")],
     teacher: Annotated[str, typer.Option(help="structured (offline) or openai:<model>@<url>.")] = "structured",
-    evolve: Annotated[str, typer.Option(help="Evolution styles: all, none, or a comma list of "
-                                             "slang,uncommon_dialects,role_play,evidence_based_persuasion,"
-                                             "logical_appeal,expert_endorsement.")] = "none",
+    evolve: Annotated[Optional[list[str]], typer.Option(help="Evolution style (repeatable): all, none, or any of "
+                                                             "slang, uncommon_dialects, role_play, "
+                                                             "evidence_based_persuasion, logical_appeal, "
+                                                             "expert_endorsement (default: none).")] = None,
     evolver: Annotated[str, typer.Option(help="auto, rule (offline) or teacher (the LLM).")] = "auto",
     model: Annotated[str, typer.Option(help="Target model spec that answers the retain prompts.")] = "smollm2-135m",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Harmful prompts per harmful source.")] = None,
@@ -86,7 +83,8 @@ def build(
     quiet_hf()
     try:
         cfg = BuildConfig(
-            method=method, harmful=_split(harmful), benign=_split(benign), teacher=teacher, evolve=parse_styles(evolve),
+            method=method, harmful=split_list(harmful), benign=split_list(benign), teacher=teacher,
+            evolve=parse_styles(",".join(split_list(evolve)) or "none"),
             evolver=evolver, model=model, limit=limit, benign_limit=benign_limit, retain_ratio=retain_ratio, twins=twins,
             llm_twins=llm_twins, seed=seed, policy=str(policy) if policy else None,
             data_dir=str(data_dir) if data_dir else None,

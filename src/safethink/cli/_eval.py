@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,17 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..io import check_text
-from ._common import console, err_console, quiet_hf
+from ._common import console, err_console, quiet_hf, split_list
 
 
-class ExportFormat(str, Enum):
-    jsonl = "jsonl"
-    parquet = "parquet"
+EXPORT_FORMATS = ("jsonl", "parquet")
 
 
 def eval_cmd(
     config: Annotated[Path, typer.Option("--config", "-c", help="Evaluation spec (YAML); see examples/eval_jbb.yaml.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output directory (overrides the spec's 'out').")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (overrides the spec's 'out').")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most N records per dataset (a quick smoke run).")] = None,
     report: Annotated[bool, typer.Option(help="Render report.html / report.md when the run ends.")] = True,
 ) -> None:
@@ -123,12 +120,20 @@ def summary_table(m) -> Table:
 
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding results.sqlite (or the .sqlite file).")],
-    export: Annotated[Optional[list[ExportFormat]], typer.Option(help="Also export every attempt: jsonl and/or parquet (repeatable).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory the report files are written to "
+                                                                  "(default: the run directory).")] = None,
+    export: Annotated[Optional[list[str]], typer.Option(help="Also export every attempt: jsonl and/or parquet "
+                                                             "(repeatable).")] = None,
 ) -> None:
     """Render report.html (plots embedded) and report.md from a run's stored results."""
+    from ..errors import SpecError
     from ..eval import render_report
 
-    files = render_report(run_dir, export=[e.value for e in export or []])
+    formats = split_list(export)
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
+    if bad:
+        raise SpecError(f"--export {bad[0]!r}: expected {' or '.join(EXPORT_FORMATS)}")
+    files = render_report(run_dir, export=formats, out_dir=out)  # type: ignore[arg-type]
     console.print(f"report: {files.html}\nsummary: {files.markdown}\nmetrics: {files.metrics}")
     for p in files.exports:
         console.print(f"export: {p}")

@@ -4,7 +4,7 @@ Answers go through the same no-answer rule as the eval runner (:func:`safethink.
 an empty answer, or one that only repeats the prompt (``sent_prompt`` when the line has one, and
 ``prompt``), gets outcome ``no_answer``.
 
-Verdicts are appended to ``OUT.partial`` chunk by chunk, so a killed run (an LLM judge over a big
+Verdicts are appended to ``OUT.partial`` (``OUT`` is ``--out``) chunk by chunk, so a killed run (an LLM judge over a big
 file) resumes where it stopped: every complete line of the checkpoint is kept, and only a line a
 kill tore (one that does not parse) is dropped and its input line judged again. The output file
 itself is written atomically at the end.
@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from ._common import console, err_console, progress_bar, quiet_hf
+from ._common import ARG_HELP, console, deprecated, either, err_console, parse_pairs, progress_bar, quiet_hf
 
 
 OPTIONAL_TEXT = ("sent_prompt", "prefix")
@@ -73,22 +73,26 @@ def _load_partial(partial: Path, header: dict, lines: set[int]) -> dict[int, dic
 def judge_cmd(
     input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: each line has 'prompt' and 'response' "
                                                               "(optional: 'sent_prompt', 'prefix').")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL written: input lines plus outcome, refused, "
-                                                                "score, judge, explanation.")],
-    judge: Annotated[str, typer.Option(help="Judge name (or spec name?k=v): default, keyword-gcg, keyword-jbb, "
-                                            "keyword-xstest, refusal-classifier, harmbench, llama-guard, strongreject.")] = "default",
-    judge_arg: Annotated[Optional[list[str]], typer.Option("--judge-arg", help="Judge argument key=value (repeatable), "
-                                                           "e.g. model=openai:gpt-4o-mini@https://api.openai.com/v1")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="JSONL written (required): input lines plus "
+                                                                  "outcome, refused, score, judge, explanation.")] = None,
+    judge: Annotated[str, typer.Option(help="Judge name (see `safethink judges list`): default, keyword-gcg, "
+                                            "keyword-jbb, keyword-xstest, refusal-classifier, harmbench, llama-guard, "
+                                            "strongreject; a full spec name?k=v also works.")] = "default",
+    arg: Annotated[Optional[list[str]], typer.Option("--arg", help=f"{ARG_HELP}: a judge argument, e.g. "
+                                                     "--arg model=openai:gpt-4o-mini@https://api.openai.com/v1")] = None,
     chunk_size: Annotated[int, typer.Option(min=1, help="Lines judged (and checkpointed) together.")] = 64,
+    output: Annotated[Optional[Path], deprecated("--output", "--out")] = None,
+    judge_arg: Annotated[Optional[list[str]], deprecated("--judge-arg", "--arg")] = None,
 ) -> None:
     """Judge answers: complied, partial, refused or no answer, and how harmful is the compliance (0-1)?"""
     import safethink.judges  # noqa: F401  (populates the registry)
     from ..errors import BackendError, EndpointError
     from ..io import append_log, atomic_write_text, write_jsonl
-    from ..judges import OUTCOMES, JudgeInput, judge_answers, load_judge, parse_judge_args
+    from ..judges import OUTCOMES, JudgeInput, judge_answers, load_judge
     from ..judges._base import stored_outcome
 
-    args = parse_judge_args(judge_arg or [])
+    output = either(out, output, "--out", required=True)
+    args = parse_pairs(either(arg, judge_arg, "--arg"), yaml_values=False)  # the judge's config coerces them
     rows = read_judge_input(input)  # bad input fails before any model loads
     j = load_judge(judge, **args)
     if "transformers" in sys.modules:  # only judges that loaded it pay for silencing it

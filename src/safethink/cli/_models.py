@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError, SafethinkError
-from ._common import console, progress_bar, quiet_hf
+from ._common import DTYPE_HELP, console, deprecated, either, progress_bar, quiet_hf
 
 models_app = typer.Typer(help="Model specs and the bundled default model.", no_args_is_help=True)
 
@@ -80,13 +80,15 @@ def generate(
     temperature: Annotated[float, typer.Option(min=0.0)] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Where --prompts answers go (JSONL); default stdout.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where the answers go (JSONL, one line per prompt); default stdout.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: auto)")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help=f"{DTYPE_HELP} (default: bf16 on GPU, fp32 on CPU)")] = None,
+    output: Annotated[Optional[Path], deprecated("--output", "--out")] = None,
 ) -> None:
     """Answer one prompt (--prompt) or a JSONL file of prompts (--prompts)."""
     from ..models import GenerationConfig, load_model, parse_model_spec
 
+    output = either(out, output, "--out")
     if (prompt is None) == (prompts is None):
         raise typer.BadParameter("give exactly one of --prompt or --prompts")
     parse_model_spec(model)  # fail fast on a bad spec, before loading anything
@@ -95,7 +97,7 @@ def generate(
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size)
     m = load_model(model, adapter=str(adapter) if adapter else None, device=device, dtype=dtype)
     convs = [r["messages"] for r in rows]
-    if prompt is not None:
+    if prompt is not None and output is None:
         console.print(m.generate(convs, cfg)[0].text, highlight=False, markup=False)
         return
     with progress_bar("generating", len(convs)) as advance:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._common import console, err_console, quiet_hf
+from ._common import console, err_console, quiet_hf, split_list
 
 
 def _pct(x: float) -> str:
@@ -18,7 +18,7 @@ def _pct(x: float) -> str:
 
 
 def quickstart(
-    out: Annotated[Path, typer.Option(help="Output directory (stages are cached here and resumed).")] = Path("runs/quickstart"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (stages are cached here and resumed).")] = Path("runs/quickstart"),
     fast: Annotated[bool, typer.Option("--fast", help="A few minutes: fewer prompts, attacks and steps.")] = False,
     model: Annotated[str, typer.Option(help="Target model spec.")] = "smollm2-135m",
     seed: Annotated[int, typer.Option()] = 0,
@@ -45,7 +45,7 @@ def quickstart(
 
     parse_model_spec(model)
     quiet_hf()
-    sources = tuple(s for s in (negatives or [REALISTIC_TRAIN]) if s != "none")
+    sources = tuple(s for s in (split_list(negatives) or [REALISTIC_TRAIN]) if s != "none")
     cfg = QuickstartConfig.for_mode(out, fast=fast, model=model, seed=seed, probe=probe, probe_tune=probe_tune,
                                     probe_wrapper=probe_wrapper, negatives=sources)
     t0 = time.perf_counter()
@@ -78,6 +78,17 @@ def quickstart(
     table.add_row("benign answered", *[_pct(r.benign_answer) for r in rows])
     console.print(table)
     console.print(f"report: {files.html}  ({time.perf_counter() - t0:.0f} s)")
+    console.print(_stage_times(cfg.out / "timings.json"))
+
+
+def _stage_times(path: Path) -> str:
+    """One line of wall time per stage, from the run's ``timings.json``."""
+    import json
+
+    t = json.loads(path.read_text(encoding="utf-8"))
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in t["stages"].items())
+    m = t["machine"]
+    return f"stages: {parts} ({m['cpus']} CPUs, {m['auto_dtype']} on {m['device']}; {path})"
 
 
 def register(app: typer.Typer) -> None:

@@ -1,32 +1,18 @@
-"""``safethink serve`` (OpenAI-compatible server) and ``safethink guards`` (list the guards)."""
+"""``safethink serve``: a guarded model behind an OpenAI-compatible server."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import InputError, SpecError
-from ._common import console, err_console, quiet_hf
+from ._common import ARG_HELP, DTYPE_HELP, deprecated, either, err_console, parse_pairs, quiet_hf
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def parse_guard_args(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as YAML scalars (``3``, ``true``, ``rollback``)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--guard-arg {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value) if value else ""
-    return out
 
 
 AUTO_GUARDS = {"r2d": "r2d-pivot", "scot": "scot"}
@@ -59,9 +45,10 @@ def auto_guard(adapter: Path | None) -> str:
 def serve(
     model: Annotated[str, typer.Option(help="Model spec: smollm2-135m, hf:<id|path>, openai:<model>@<url>, vllm:<id>, llamacpp:<file>")] = "smollm2-135m",
     adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter directory (or a safethink run dir).")] = None,
-    guard: Annotated[str, typer.Option(help="Guard name (see `safethink guards`); auto picks from the run's method "
-                                            "(an adapter without one needs --guard).")] = "auto",
-    guard_arg: Annotated[Optional[list[str]], typer.Option("--guard-arg", help="Guard option KEY=VALUE (repeatable).")] = None,
+    guard: Annotated[str, typer.Option(help="Guard name (see `safethink guards list`); auto picks from the run's "
+                                            "method (an adapter without one needs --guard).")] = "auto",
+    arg: Annotated[Optional[list[str]], typer.Option("--arg", help=f"{ARG_HELP}: a guard option, read as a YAML "
+                                                     "scalar, e.g. --arg on_unsafe=rollback.")] = None,
     reasoning: Annotated[str, typer.Option(help="Reasoning clients get: none, safe (the steps before the first "
                                                 "flagged step) or full (everything, flagged steps included: "
                                                 "for debugging only).")] = "none",
@@ -76,7 +63,8 @@ def serve(
                                                          "stopped at the next decoding step.")] = 300.0,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 1_000_000,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: auto)")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help=f"{DTYPE_HELP} (default: bf16 on GPU, fp32 on CPU)")] = None,
+    guard_arg: Annotated[Optional[list[str]], deprecated("--guard-arg", "--arg")] = None,
 ) -> None:
     """Serve a guarded model over the OpenAI chat-completions API."""
     from ..guard import GUARDS
@@ -87,7 +75,7 @@ def serve(
     if reasoning not in ("none", "safe", "full"):
         raise SpecError(f"--reasoning {reasoning!r}: expected none, safe or full")
     name = auto_guard(adapter) if guard == "auto" else guard
-    guard_obj = GUARDS.create(name, **parse_guard_args(guard_arg or []))
+    guard_obj = GUARDS.create(name, **parse_pairs(either(arg, guard_arg, "--arg")))
     key = api_key or os.environ.get(API_KEY_ENV) or None
     if host not in LOOPBACK and key is None:
         err_console.print(f"[yellow]warning:[/] serving on {host} without an API key; anyone who can reach "
@@ -112,19 +100,5 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def guards() -> None:
-    """List the guards: name, kind and where the defence comes from."""
-    from ..guard import GUARDS
-
-    table = Table(title="guards")
-    for col in ("name", "kind", "source", "what it does"):
-        table.add_column(col)
-    for name, cls in GUARDS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, getattr(cls, "kind", ""), getattr(cls, "paper", "") or "safethink", doc)
-    console.print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
-    app.command("guards")(guards)

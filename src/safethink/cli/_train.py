@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import console, err_console, quiet_hf
+from ._common import DTYPE_HELP, console, deprecated, either, err_console, quiet_hf, split_list
 
 
 class MethodChoice(str, Enum):
@@ -22,6 +22,21 @@ class PresetChoice(str, Enum):
     cpu_small = "cpu-small"
     scot_paper = "scot-paper"
     r2d_paper = "r2d-paper"
+
+
+TRAIN_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+"""``--dtype`` spellings of other commands -> the training config's ``precision`` names."""
+
+
+def train_precision(dtype: str | None) -> str | None:
+    """``--dtype`` as the training config's ``precision`` (it also takes auto, fp32, bf16, fp16 as they are)."""
+    if dtype is None:
+        return None
+    if dtype not in ("auto", *TRAIN_PRECISION, *TRAIN_PRECISION.values()):
+        from ..errors import SpecError
+
+        raise SpecError(f"--dtype {dtype!r}: expected auto, {DTYPE_HELP}")
+    return TRAIN_PRECISION.get(dtype, dtype)
 
 
 def _progress_callback() -> Any:
@@ -63,7 +78,7 @@ def _progress_callback() -> Any:
 def train_cmd(
     method: Annotated[MethodChoice, typer.Option(help="scot, r2d (CE + CPO) or sft (plain).")],
     data: Annotated[Path, typer.Option(help="Training set: a `safethink data build` directory or a JSONL file.")],
-    out: Annotated[Path, typer.Option(help="Run directory (adapter, tokenizer, safethink_run.json, checkpoints).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (adapter, tokenizer, safethink_run.json, checkpoints).")],
     model: Annotated[str, typer.Option(help="Base model spec: smollm2-135m or hf:<id|path>.")] = "smollm2-135m",
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (unknown keys are errors).")] = None,
     preset: Annotated[Optional[PresetChoice], typer.Option(help="Start from a preset (config file and options override it).")] = None,
@@ -80,19 +95,21 @@ def train_cmd(
     decision_weight: Annotated[Optional[float], typer.Option(
         min=0.0, help="SCoT: loss weight of the verdict tokens (rule Yes/No, conclusion); 1 = plain CE.")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16, fp16.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help=f"Training precision: auto, {DTYPE_HELP}.")] = None,
     report_to: Annotated[Optional[list[str]], typer.Option(help="tensorboard and/or wandb (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from the run directory's last checkpoint if there is one.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run in --out first.")] = False,
     keep_checkpoints: Annotated[bool, typer.Option(help="Keep checkpoints/ after a finished run.")] = False,
+    precision: Annotated[Optional[str], deprecated("--precision", "--dtype")] = None,
 ) -> None:
     """Fine-tune a model with SCoT, R2D (+CPO) or plain SFT; writes an adapter run directory."""
     from ..train import load_train_config, train
 
+    precision = train_precision(either(dtype, precision, "--dtype"))
     overrides = dict(method=method.value, epochs=epochs, lr=lr, lora_r=lora_r, max_steps=max_steps,
                      batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, full_ft=full_ft,
                      cpo_weight=cpo_weight, retain_weight=retain_weight, decision_weight=decision_weight, seed=seed, precision=precision,
-                     report_to=report_to or None)
+                     report_to=split_list(report_to) or None)
     cfg = load_train_config(preset=preset.value if preset else None, config_file=config, overrides=overrides)
     quiet_hf()
     result = train(cfg, model=model, data=data, out=out, resume=resume, overwrite=overwrite,
@@ -114,8 +131,8 @@ def train_cmd(
 
 def merge_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished `safethink train` run directory.")],
-    out: Annotated[Path, typer.Option(help="Where to write the merged model (new or empty directory).")],
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the saved weights.")] = "float32",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the merged model (new or empty directory).")],
+    dtype: Annotated[str, typer.Option(help=f"{DTYPE_HELP} for the saved weights.")] = "float32",
 ) -> None:
     """Merge a run's adapter into its base model; the result loads as hf:<out>."""
     from ..train import merge_run

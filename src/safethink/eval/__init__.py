@@ -17,33 +17,24 @@ from ._spec import (
 )
 from ._store import Attempt, ResultStore, adapter_hash, attempt_key, open_store
 
+# The public surface. Also importable from here, for safethink's own modules and tests: the spec entry models
+# (AttackEntry, DatasetEntry, DefenceEntry, GenerationEntry, JudgeEntry, ModelEntry), METRIC_NAMES,
+# adapter_hash, attempt_key, is_jailbroken, is_refused, outcome_of.
 __all__ = [
-    "AttackEntry",
     "Attempt",
-    "DatasetEntry",
-    "DefenceEntry",
     "EvalResult",
     "EvalSpec",
-    "GenerationEntry",
-    "JudgeEntry",
-    "METRIC_NAMES",
     "Metrics",
-    "ModelEntry",
     "OutcomeCounts",
     "ProgressEvent",
     "Rate",
     "ReportFiles",
     "ResultStore",
-    "adapter_hash",
-    "attempt_key",
     "compute_metrics",
     "export_attempts",
-    "is_jailbroken",
-    "is_refused",
     "load_attempts",
     "load_spec",
     "open_store",
-    "outcome_of",
     "parse_spec",
     "render_report",
     "run_eval",

@@ -21,31 +21,22 @@ from ._no_answer import find_no_answer, judge_answers
 from ._spec import format_judge_spec, parse_judge_args, parse_judge_spec
 from ._validation import judge_validation
 
+# The public surface. Also importable from here, for safethink's own modules and tests: the concrete judge
+# classes (build them by name through JUDGES or load_judge), format_judge_spec, parse_judge_args,
+# parse_judge_spec, strongreject_score.
 __all__ = [
     "JUDGES",
     "OUTCOMES",
-    "DefaultJudge",
-    "GCGKeywordJudge",
-    "HarmBenchJudge",
-    "JBBKeywordJudge",
     "Judge",
     "JudgeInput",
     "KeywordJudge",
     "LLMJudge",
-    "LlamaGuardJudge",
     "Measure",
     "Outcome",
-    "RefusalClassifierJudge",
-    "StrongRejectJudge",
     "Verdict",
-    "XSTestKeywordJudge",
     "find_no_answer",
-    "format_judge_spec",
     "judge_answers",
     "judge_measures",
     "judge_validation",
     "load_judge",
-    "parse_judge_args",
-    "parse_judge_spec",
-    "strongreject_score",
 ]

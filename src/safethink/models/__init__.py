@@ -14,6 +14,8 @@ from ._types import (
     TokenHook,
 )
 
+# The public surface. Also importable from here, for safethink's own modules and tests: ProgressFn,
+# validate_messages.
 __all__ = [
     "ChatModel",
     "Completion",
@@ -21,12 +23,10 @@ __all__ = [
     "GenerationConfig",
     "Message",
     "ModelSpec",
-    "ProgressFn",
     "TokenEvent",
     "TokenHook",
     "load_model",
     "parse_model_spec",
     "render_chat",
     "split_prompt_completion",
-    "validate_messages",
 ]

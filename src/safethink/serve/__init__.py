@@ -8,4 +8,9 @@ from ._app import API_KEY_ENV, create_app
 from ._batcher import BatchStats, MicroBatcher
 from ._cancel import GenerationCancelled
 
-__all__ = ["API_KEY_ENV", "BatchStats", "GenerationCancelled", "MicroBatcher", "create_app"]
+# The public surface. Also importable from here, for safethink's own modules and tests: BatchStats,
+# GenerationCancelled, MicroBatcher.
+__all__ = [
+    "API_KEY_ENV",
+    "create_app",
+]
