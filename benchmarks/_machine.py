@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def machine() -> dict:
+    """CPU model and cores, torch version and threads, Python, the device (with the GPU's name on CUDA) and
+    the 1-minute load average when this is called (the machine may be shared)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -18,6 +20,14 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    cuda = torch.cuda.is_available()
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            "device": "cuda" if cuda else "cpu"}
+    if cuda:
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["load_average"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    return info

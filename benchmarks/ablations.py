@@ -29,23 +29,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+
+from _record import RESULTS, pct, record
 
 from safethink.quickstart import (
     QuickstartConfig, Variant, _retain_ratio, _spare_pairs, build_training_sets, count_rows, eval_specs, run_evaluations,
     split_eval_datasets, split_seed_set, split_sources, summarise, train_adapter,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -137,11 +133,13 @@ def main() -> None:
     ap.add_argument("--attacks", default=None, help="Comma list (default: the quickstart's).")
     ap.add_argument("--eval-harmful", type=int, default=None, help="Held-out harmful prompts (default: the quickstart's).")
     ap.add_argument("--eval-benign", type=int, default=None, help="Held-out prompts per benign set.")
+    ap.add_argument("--eval-realistic", type=int, default=None,
+                    help="Held-out realistic requests (builtin:realistic-test; default: the quickstart's, all of them).")
     ap.add_argument("--probe", default=None, help="Probe file for the probe arms (default: <out>/probe.json).")
     ap.add_argument("--train-seed", type=int, default=None,
                     help="Train the arms' adapters with this seed instead of the quickstart's (new run directories "
                          "<run>-seedN, rows named '(train seed N)'); split, data and evaluation stay the same.")
-    ap.add_argument("--json", default="benchmarks/results/ablations.json")
+    ap.add_argument("--json", default=str(RESULTS / "ablations.json"))
     args = ap.parse_args()
 
     console = Console()
@@ -152,6 +150,8 @@ def main() -> None:
         cfg.eval_harmful = args.eval_harmful
     if args.eval_benign:
         cfg.eval_benign = args.eval_benign
+    if args.eval_realistic:
+        cfg.eval_realistic = args.eval_realistic
     arms = [a for a in ARMS if a.key in args.arms.split(",")]
     unknown = set(args.arms.split(",")) - {a.key for a in ARMS}
     if unknown:
@@ -192,37 +192,26 @@ def main() -> None:
     families: dict[str, list[str]] = {}
     for a in attacks:
         families.setdefault(ATTACKS.get(a).family, []).append(a)
-    pct = lambda x: "-" if x != x else f"{100 * x:.0f}%"  # noqa: E731
-    table = Table(title=f"ablations ({cfg.model}; held-out: {cfg.eval_harmful} harmful x {len(attacks)} attacks, "
-                        f"{cfg.eval_benign} per benign set)")
-    table.add_column("arm", style="bold")
-    for fam in families:
-        table.add_column(f"ASR {fam}", justify="right")
-    table.add_column("ASR all", justify="right")
-    for s in sets:
-        table.add_column(f"refused {s}", justify="right")
-    table.add_column("benign answered", justify="right")
-    table.add_column("train s", justify="right")
     by_name = {a.name: a for a in arms}
     out_rows = []
     for r in rows:
         arm = by_name[r.variant]
         fam_asr = {f: sum(r.asr[a] for a in names) / len(names) for f, names in families.items()}
         secs = train_seconds.get(arm.run) if arm.run else None
-        table.add_row(r.variant, *[pct(fam_asr[f]) for f in families], pct(r.asr_all),
-                      *[pct(r.over_refusal.get(s, float("nan"))) for s in sets], pct(r.benign_answer),
-                      "-" if secs is None else f"{secs:.0f}")
         out_rows.append({"arm": arm.key, **r.__dict__, "asr_family": fam_asr, "train_seconds": secs})
-    console.print(table)
-
-    result = {
-        "date": date.today().isoformat(), "machine": machine(),
-        "command": "python benchmarks/ablations.py " + " ".join(sys.argv[1:]),
-        "families": families, "sets": sets, "eval_seconds": t_eval, "rows": out_rows,
-    }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1, default=str))
-    console.print(f"wrote {args.json}; report: safethink report {eval_dir}")
+    columns: dict[str, Any] = {"arm": "variant"}
+    for fam, names in families.items():
+        columns[f"ASR {fam} ({len(names)})"] = lambda r, fam=fam: pct(r["asr_family"][fam])
+    columns["ASR all [95% CI]"] = lambda r: f"{pct(r['asr_all'])} [{pct(r['asr_ci'][0])}-{pct(r['asr_ci'][1])}]"
+    for s in sets:
+        columns[f"refused: {s}"] = lambda r, s=s: pct(r["over_refusal"].get(s))
+    columns["benign answered"] = lambda r: pct(r["benign_answer"])
+    columns["train s"] = lambda r: "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+    record("ablations", out_rows, out=args.json, columns=columns,
+           title=f"ablations ({cfg.model}; held-out: {cfg.eval_harmful} harmful x {len(attacks)} attacks, "
+                 f"{cfg.eval_benign} per benign set, {cfg.eval_realistic or 'all'} realistic)",
+           families=families, sets=sets, eval_seconds=t_eval)
+    console.print(f"report: safethink report {eval_dir}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Variants: base, base + a prompt-only defence, SCoT, R2D, R2D + pivot guard (``--
 with ``--probe`` also R2D behind the probe guard and the probe router (base / R2D), the probe fitted on the
 base model's states of the training prompts under ``--probe-attacks``; with ``--wrapper-path`` also the rows
 behind a wrapper probe, which refuses requests that come inside an attack template or encoding.
-The attack suite runs on the ``--attacked`` sets (default: JBB harmful, the issue's target set); the
+The attack suite runs on the ``--attacked`` sets (default: JBB harmful); the
 other harmful sets get the plain request, so the cost stays within a CPU's reach.
 
 AdvBench prompts that are near copies of an evaluation prompt (word-set Jaccard >= 0.6; JBB reuses AdvBench)
@@ -24,20 +24,14 @@ Prints the table and writes benchmarks/results/defence.json; stages are cached i
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
-
+from _record import RESULTS, markdown_table, pct, record
 from safethink.data import find_near_duplicates, load_eval_prompts, load_prompts
 from safethink.io import write_jsonl
 from safethink.quickstart import (
@@ -84,15 +78,15 @@ def main() -> None:
                     help="Comma list of benign sources the probe takes as extra negatives as sent, its threshold held "
                          "to at most 2%% of them flagged out of fold ('' for none).")
     ap.add_argument("--wrapper-path", default=None,
-                    help="A wrapper probe (safethink probe fit --target wrapper, or benchmarks/wrapper.py "
-                         "--save-probe): adds the rows base and R2D behind it, and with --probe the base model behind "
-                         "it and the intent probe together (the probe guard's wrapper_path=).")
+                    help="A wrapper probe (safethink probe fit --target wrapper): adds the rows base and R2D "
+                         "behind it, and with --probe the base model behind it and the intent probe chained after "
+                         "it (the probe guard's then=probe).")
     ap.add_argument("--attacks", default=",".join(TRANSFORM_ATTACKS))
     ap.add_argument("--attacked", default="jbb-harmful", help="Harmful sets that get every attack (comma list).")
     ap.add_argument("--variants", default=None, help="Variant names (comma list; default: all).")
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/defence.json")
+    ap.add_argument("--json", default=str(RESULTS / "defence.json"))
     args = ap.parse_args()
 
     import os
@@ -164,50 +158,36 @@ def main() -> None:
         for (mo, de, at), rate in m.asr.items():
             if at == "(all)":
                 per_set.setdefault(de, {})[name] = rate
-    pct = lambda x: "-" if x != x else f"{100 * x:.1f}%"  # noqa: E731
-    n_real = args.realistic_limit or "all"
-    table = Table(title=f"defence on public data ({args.model}; {lim} harmful / {blim} benign prompts per set, "
-                        f"{n_real} realistic; "
-                        f"{len(attacks)} attacks on "
-                        f"{', '.join(HARMFUL_SETS[s] for s in attacked)})")
-    table.add_column("variant", style="bold")
     harm_names = [HARMFUL_SETS[s] for s in HARMFUL_SETS]
-    for h in harm_names:
-        table.add_column(f"ASR {h}" + (" (all attacks)" if h in [HARMFUL_SETS[s] for s in attacked] else " (direct)"),
-                         justify="right")
-    for s in sets:
-        table.add_column(f"refused {s}", justify="right")
-    table.add_column("benign answered", justify="right")
-    for r in rows:
-        cells = []
-        for h in harm_names:
-            rate = per_set.get(r.variant, {}).get(h)
-            cells.append("-" if rate is None else f"{pct(rate.rate)} [{pct(rate.ci[0])}-{pct(rate.ci[1])}]")
-        table.add_row(r.variant, *cells, *[pct(r.over_refusal.get(s, float("nan"))) for s in sets], pct(r.benign_answer))
-    console.print(table)
-    per_attack = Table(title="ASR per attack (" + ", ".join(HARMFUL_SETS[s] for s in attacked) + ")")
-    per_attack.add_column("attack")
-    for r in rows:
-        per_attack.add_column(r.variant, justify="right")
-    for a in attacks:
-        per_attack.add_row(a, *[pct(r.asr.get(a, float("nan"))) for r in rows])
-    console.print(per_attack)
+    attacked_names = [HARMFUL_SETS[s] for s in attacked]
+    out_rows = [{**r.__dict__, "asr_by_set": {h: {"rate": x.rate, "ci": x.ci, "n": x.n}
+                                               for h, x in per_set.get(r.variant, {}).items()}} for r in rows]
 
-    result = {
-        "date": date.today().isoformat(), "machine": machine(),
-        "command": "python benchmarks/defence.py " + " ".join(sys.argv[1:]),
-        "seconds": {"data": t_data, "train": t_train, "eval": t_eval},
-        "asr_by_set": {v: {h: {"rate": r.rate, "ci": r.ci, "n": r.n} for h, r in d.items()} for v, d in per_set.items()},
-        "rows": [r.__dict__ for r in rows], "attacks": attacks, "sets": sets,
-    }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1, default=str))
-    console.print(f"wrote {args.json}; report: safethink report {eval_dir}")
+    def asr_cell(h: str):
+        def cell(r: dict[str, Any]) -> str:
+            x = r["asr_by_set"].get(h)
+            return "-" if x is None else f"{pct(x['rate'], 1)} [{pct(x['ci'][0], 1)}-{pct(x['ci'][1], 1)}]"
+        return cell
+
+    columns: dict[str, Any] = {"variant": "variant"}
+    for h in harm_names:
+        columns[f"ASR {h} ({'all attacks' if h in attacked_names else 'direct'})"] = asr_cell(h)
+    for s in sets:
+        columns[f"refused: {s}"] = lambda r, s=s: pct(r["over_refusal"].get(s), 1)
+    columns["benign answered"] = lambda r: pct(r["benign_answer"], 1)
+    n_real = args.realistic_limit or "all"
+    record("defence", out_rows, out=args.json, columns=columns,
+           title=f"defence on public data ({args.model}; {lim} harmful / {blim} benign prompts per set, {n_real} "
+                 f"realistic; {len(attacks)} attacks on {', '.join(attacked_names)})",
+           seconds={"data": t_data, "train": t_train, "eval": t_eval}, attacks=attacks, sets=sets)
+    print(f"\nASR per attack ({', '.join(attacked_names)})\n")
+    print(markdown_table([{"attack": a, **{r.variant: pct(r.asr.get(a), 1) for r in rows}} for a in attacks]))
+    console.print(f"report: safethink report {eval_dir}")
 
 
 def wrapper_variants(cfg: QuickstartConfig, args: argparse.Namespace) -> list[Variant]:
     """Rows behind the wrapper probe at ``--wrapper-path``, named after its file: the base model, R2D, and with
-    ``--probe`` the base model behind the wrapper probe and the intent probe together."""
+    ``--probe`` the base model behind the wrapper probe with the intent probe chained after it."""
     path = args.wrapper_path
     if not Path(path).exists():
         raise SystemExit(f"--wrapper-path: {path} does not exist")
@@ -217,7 +197,7 @@ def wrapper_variants(cfg: QuickstartConfig, args: argparse.Namespace) -> list[Va
     if cfg.probe:
         intent = args.probe_path or str(cfg.probe_path)
         rows.append(Variant(f"base + wrapper + intent probe ({tag} + {Path(intent).name})", None, "probe",
-                            {"path": intent, "wrapper_path": path}))
+                            {"path": path, "then": "probe", "then_args": {"path": intent}}))
     return rows
 
 
@@ -239,9 +219,9 @@ def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespa
     base model's states of ``--probe-harmful`` AdvBench prompts (default: those trained on) and
     ``--probe-benign`` benign prompts per source, each under the probe attacks, and the ``--probe-negatives``
     requests as sent (fitted again when the saved probe took other negatives)."""
-    from safethink.guard import load_probe
     from safethink.models import load_model
-    from safethink.train import fit_probe_from_sources
+    from safethink.probes import fit_probe as fit_probe_on_sources
+    from safethink.probes import load_probe
 
     dest = cfg.probe_path
     negatives = [s for s in args.probe_negatives.split(",") if s]
@@ -260,9 +240,9 @@ def fit_probe(cfg: QuickstartConfig, harmful_train: Path, args: argparse.Namespa
             write_jsonl(path, [{"id": r.id, "prompt": r.prompt, "label": label} for r in rows])
             files[label].append(str(path))
     t = time.perf_counter()
-    probe = fit_probe_from_sources(load_model(cfg.model), files["harmful"], files["benign"], attacks=attacks,
-                                   seed=cfg.seed, tune=cfg.probe_tune, forms_per_request=args.probe_forms_per_request,
-                                   negatives=negatives, data_dir=args.data_dir)
+    probe = fit_probe_on_sources(load_model(cfg.model), files["harmful"], files["benign"], attacks=attacks,
+                                 seed=cfg.seed, tune=cfg.probe_tune, forms_per_request=args.probe_forms_per_request,
+                                 negatives=negatives, data_dir=args.data_dir)
     probe.save(dest)
     console.log(f"probe: layers {probe.layers}, {'validation' if cfg.probe_tune else 'CV'} AUC "
                 f"{probe.metrics['auc']:.3f}, threshold {probe.threshold:.3f}, route {probe.route_threshold}, "

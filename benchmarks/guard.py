@@ -3,7 +3,8 @@
 Same model (the bundled one with the R2D pivot/think tokens added, so pivot ids exist and the
 guard runs in id mode), same prompts (the built-in benign seed set), greedy decoding, same
 max_new_tokens and batch size. The guard's token hook sees every decoded token of every row;
-the question is what that costs. Tokens are each answer's own tokens (``completion_tokens``).
+the question is what that costs. The guard runs with ``fail_open=True``, so that answers without pivots
+(every answer of a model not trained with R2D) are kept and the two sides decode the same tokens. Tokens are each answer's own tokens (``completion_tokens``).
 
 The machine may be shared, so both methods run interleaved in one process: the prompts are split
 into rounds and each round runs both methods, alternating which goes first. Target: the guard at
@@ -16,16 +17,12 @@ most 3% slower.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "guard.json"
-
-
+from _record import RESULTS, record
 
 
 def with_pivot_tokens(m):
@@ -39,9 +36,6 @@ def with_pivot_tokens(m):
     return m
 
 
-from _machine import machine  # noqa: E402 - shared with the other benchmarks
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -49,16 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=6, help="interleaving rounds (prompts split evenly)")
-    ap.add_argument("--output", type=Path, default=RESULTS)
+    ap.add_argument("--output", type=Path, default=RESULTS / "guard.json")
     args = ap.parse_args(argv)
 
     from rich.console import Console
-    from rich.table import Table
 
     from safethink.cli._common import quiet_hf
     from safethink.data import load_prompts
     from safethink.guard import GUARDS, pivot_token_ids
-    from safethink.io import atomic_write_text
     from safethink.models import GenerationConfig, load_model
 
     console = Console()
@@ -67,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     m = with_pivot_tokens(load_model(args.model))
     assert pivot_token_ids(m) is not None, "pivot tokens should be single ids now"
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    guards = {"none": GUARDS.create("none"), "r2d-pivot": GUARDS.create("r2d-pivot", on_unsafe="halt")}
+    # fail_open: the bundled model writes no pivots, and a fail-closed guard would replace every answer with a
+    # refusal; the hook on every decoded token, which is what is timed, runs either way
+    guards = {"none": GUARDS.create("none"),
+              "r2d-pivot": GUARDS.create("r2d-pivot", on_unsafe="halt", fail_open=True)}
     guards["none"].generate(m, convs[:2], GenerationConfig(max_new_tokens=4))  # warm-up
 
     secs = dict.fromkeys(guards, 0.0)
@@ -99,28 +94,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"guard": name, "tokens": toks[name], "seconds": round(secs[name], 2),
                      "tokens_per_s": round(tps, 1), "vs_none": round(tps / base, 4)})
     slowdown = 1 - (toks["r2d-pivot"] / secs["r2d-pivot"]) / base  # unrounded
-    table = Table(title=f"pivot guard overhead: {args.model} + R2D tokens, {len(convs)} prompts, "
-                        f"{args.max_new_tokens} new tokens, batch {args.batch_size}, greedy")
-    for col in ("guard", "tokens", "seconds", "tokens/s", "x none"):
-        table.add_column(col, justify="left" if col == "guard" else "right")
-    for row in rows:
-        table.add_row(row["guard"], str(row["tokens"]), f"{row['seconds']:.1f}", f"{row['tokens_per_s']:.1f}",
-                      f"{row['vs_none']:.3f}x")
-    console.print(table)
-    console.print(f"slowdown {slowdown * 100:+.1f}% (target <= 3%); raw outputs identical {same}/{len(convs)}; "
-                  f"guard actions: {sum(a is not None for a in actions)}")
-    result = {
-        "benchmark": "guard", "date": dt.date.today().isoformat(),
-        "command": "python benchmarks/guard.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": args.model, "pivot_tokens_added": True, "prompts": len(convs), "prompt_source": "builtin:benign",
-        "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "decoding": "greedy",
-        "rounds": args.rounds, "machine": machine(), "loadavg_before": load_before, "loadavg_after": load_after,
-        "results": rows, "slowdown": round(slowdown, 4), "target_max_slowdown": 0.03,
-        "raw_outputs_identical": f"{same}/{len(convs)}",
-        "guard_actions": sum(a is not None for a in actions),
-    }
-    atomic_write_text(args.output, json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {args.output}")
+    record("guard", rows, out=args.output, argv=None if argv is None else [__file__, *argv],
+           title=f"pivot guard overhead: {args.model} + R2D tokens, {len(convs)} prompts, "
+                 f"{args.max_new_tokens} new tokens, batch {args.batch_size}, greedy",
+           columns={"guard": "guard", "tokens": "tokens", "seconds": lambda r: f"{r['seconds']:.1f}",
+                    "tokens/s": lambda r: f"{r['tokens_per_s']:.1f}", "x none": lambda r: f"{r['vs_none']:.3f}"},
+           settings={"model": args.model, "pivot_tokens_added": True, "prompts": len(convs),
+                     "prompt_source": "builtin:benign", "max_new_tokens": args.max_new_tokens,
+                     "batch_size": args.batch_size, "decoding": "greedy", "rounds": args.rounds},
+           loadavg_before=load_before, loadavg_after=load_after,
+           summary={"slowdown": round(slowdown, 4), "target_max_slowdown": 0.03,
+                    "raw_outputs_identical": f"{same}/{len(convs)}",
+                    "guard_actions": sum(a is not None for a in actions)})
+    print(f"slowdown {slowdown * 100:+.1f}% (target <= 3%); raw outputs identical {same}/{len(convs)}; "
+          f"guard actions: {sum(a is not None for a in actions)}")
     return 0
 
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import machine
+from _record import RESULTS, ROOT, record
 
-ROOT = Path(__file__).resolve().parents[1]
 FILES = {"llama2-70b-chat": "xstest_v2_completions_llama2orig.csv", "gpt-4": "xstest_v2_completions_gpt4.csv"}
 KEYWORD_JUDGES = ("keyword-gcg", "keyword-jbb", "keyword-xstest")
 LEARNED_JUDGES = ("refusal-classifier", "default")
@@ -55,7 +54,7 @@ def agreement(truth: list[bool], refused: list[bool], labels: list[str]) -> dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "judges.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "judges.json")
     ap.add_argument("--n-per-class", type=int, default=1000, help="generated texts per class in every fit")
     ap.add_argument("--write-validation", action="store_true", help="store the agreement in the package for reports")
     args = ap.parse_args(argv)
@@ -103,22 +102,30 @@ def main(argv: list[str] | None = None) -> int:
     secs_1000 = time.perf_counter() - t0
 
     models = list(rows)
-    print("Leave one model out: agreement with human labels on the held-out model's XSTest answers (95% CI)")
-    print(f"{'judge':<20}" + "".join(f"{m:>26}" for m in models) + f"{'worst':>8}")
-    for name, per in results.items():
-        cells = "".join(f"{per[m]['agreement']:>9.1%} [{per[m]['ci_low']:.1%}-{per[m]['ci_high']:.1%}]".rjust(26) for m in models)
-        print(f"{name:<20}{cells}{min(per[m]['agreement'] for m in models):>8.1%}")
+
+    def cell(m: str):
+        return lambda r: (f"{r['per_model'][m]['agreement']:.1%} [{r['per_model'][m]['ci_low']:.1%}-"
+                          f"{r['per_model'][m]['ci_high']:.1%}]")
+
+    def errors(m: str):
+        return lambda r: f"{r['per_model'][m]['false_refusals']} / {r['per_model'][m]['missed_refusals']}"
+
+    table_rows = [{"judge": name, "worst": min(per[m]["agreement"] for m in models), "per_model": per}
+                  for name, per in results.items()]
+    columns = {"judge": lambda r: f"`{r['judge']}`"}
+    for m in models:
+        columns[f"{m} held out"] = cell(m)
+        columns[f"false / missed ({m})"] = errors(m)
+    columns["worst"] = lambda r: f"{r['worst']:.1%}"
+    out = record("judges", table_rows, out=args.json, columns=columns, argv=None if argv is None else [__file__, *argv],
+                 title="leave one model out: agreement with human labels on the held-out model's XSTest answers "
+                       "(95% CI); false / missed = compliant answers judged refused / refusals judged compliant",
+                 description="leave-one-model-out judge agreement with XSTest human labels (refused = full or "
+                             "partial refusal)",
+                 data={m: f"xstest_labeled_completions/{f}" for m, f in FILES.items()},
+                 settings_chosen_without=chosen, seconds_per_1000_answers=round(secs_1000, 2))
     print(f"settings chosen without the held-out model: {chosen}")
     print(f"shipped default judge: {secs_1000:.1f} s for 1,000 answers")
-
-    out = {
-        "benchmark": "leave-one-model-out judge agreement with XSTest human labels (refused = full or partial refusal)",
-        "data": {m: f"xstest_labeled_completions/{f}" for m, f in FILES.items()},
-        "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/judges.py" + (" --write-validation" if args.write_validation else ""),
-        "settings_chosen_without": chosen, "seconds_per_1000_answers": round(secs_1000, 2), "results": results,
-    }
-    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     if args.write_validation:
         table = {
             "format": "safethink-judge-validation/1",
@@ -132,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         dest = ROOT / "src" / "safethink" / "judges" / "data" / VALIDATION_FILE
         atomic_write_text(dest, json.dumps(table, indent=2) + "\n")
         print(f"wrote {dest}", file=sys.stderr)
-    print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 

@@ -1,8 +1,9 @@
 """Evaluate a model with an eval spec, render the HTML report and check it in a real headless browser.
 
 Runs (or resumes) the spec, renders report.html / report.md, takes a Chromium screenshot of the
-report and checks that the picture is not trivial (page not blank, plots drawn). Prints the run's
-timing and headline numbers as JSON.
+report and checks that the picture is not trivial (page not blank, plots drawn). Prints the headline rate
+of every model / defence as a table and writes it, with the run's timing and the screenshot's checks, to
+benchmarks/results/report_screenshot.json (``--json``).
 
     export SAFETHINK_DATA_DIR=../shared/data
     python benchmarks/report_screenshot.py                                  # examples/eval_jbb.yaml, 10 per dataset
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _record import RESULTS, ROOT, pct, record
 
 
 def screenshot(html: Path, png: Path, chromium: str) -> None:
@@ -76,6 +77,7 @@ def main() -> None:
                     help="torch CPU threads (on a shared, oversubscribed CPU 1 thread can be ~10x faster)")
     ap.add_argument("--report-only", default=None, help="skip the run; screenshot this run directory")
     ap.add_argument("--screenshot", default=None, help="PNG path (default: <run>/report.png)")
+    ap.add_argument("--json", default=str(RESULTS / "report_screenshot.json"), help="results file to write")
     args = ap.parse_args()
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -122,12 +124,24 @@ def main() -> None:
     info["screenshot"] = {"path": str(png), **check_png(png)}
     m = json.loads(files.metrics.read_text())  # the report's own numbers (primary judge of the spec)
     info["judge"] = m["judge"]
-    info["asr_overall"] = {f"{r['model']} / {r['defence']}": r for r in m["asr"] if r["attack"] == "(all)"}
-    info["asr_per_attack"] = {f"{r['model']} / {r['defence']} / {r['attack']}": round(r["rate"], 3)
-                              for r in m["asr"] if r["attack"] != "(all)"}
-    info["over_refusal"] = {f"{r['model']} / {r['defence']} / {r['dataset']}": r for r in m["over_refusal"]}
     info["report"] = str(files.html)
-    print(json.dumps(info, indent=2))
+    refusal = {(r["model"], r["defence"], r["dataset"]): r for r in m["over_refusal"]}
+    sets = sorted({k[2] for k in refusal}, key=lambda d: (d == "(all)", d))  # each benign set, then all of them
+    rows = [{"model": r["model"], "defence": r["defence"], "asr": r,
+             "asr_per_attack": {a["attack"]: round(a["rate"], 3) for a in m["asr"]
+                                if (a["model"], a["defence"]) == (r["model"], r["defence"]) and a["attack"] != "(all)"},
+             "over_refusal": {d: refusal[(r["model"], r["defence"], d)] for d in sets
+                              if (r["model"], r["defence"], d) in refusal}}
+            for r in m["asr"] if r["attack"] == "(all)"]
+
+    def rate(x: dict | None) -> str:
+        return "-" if x is None else f"{pct(x['rate'], 1)} [{pct(x['ci_low'], 1)}-{pct(x['ci_high'], 1)}] (n={x['n']})"
+
+    columns = {"model": "model", "defence": "defence",
+               f"{m.get('metric_name') or 'ASR'}, all attacks": lambda r: rate(r["asr"])}
+    for d in sets:
+        columns[f"refused: {d}"] = lambda r, d=d: rate(r["over_refusal"].get(d))
+    record("report_screenshot", rows, out=args.json, columns=columns, title=f"{run_dir} (judge {m['judge']})", **info)
 
 
 if __name__ == "__main__":

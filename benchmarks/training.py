@@ -15,17 +15,14 @@ Round 0 is a warm-up and not timed. One run; report the ratios as well as the ab
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
+from _record import RESULTS, record
+
 CATS = ["harassment/threatening", "hate/threatening", "illicit/violent", "self-harm/intent/instructions",
         "sexual/minors", "violence/graphic", "misinformation", "privacy/sensitive"]
 ANSWER = ("Here is a careful answer. First, think about what you need and gather it. Then work through the "
@@ -162,7 +159,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS / "training.json")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -182,23 +179,15 @@ def main() -> None:
         "r2d_cpo_vs_trl": r2d["safethink-r2d-cpo"]["ratio_vs_trl"],
         "cpo_cost": 1 - r2d["safethink-r2d-cpo"]["tokens_per_s"] / r2d["safethink-r2d-ce"]["tokens_per_s"],
     }
-    record = {
-        "benchmark": "training", "date": dt.date.today().isoformat(), "model": args.model,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "command": "python " + " ".join(sys.argv), "results": results, "summary": summary,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2))
-    print("| data | trainer | tokens/s | vs TRL SFT |\n|---|---|---|---|")
-    for fam, res in results.items():
-        for name, r in res.items():
-            if not name.startswith("_"):
-                print(f"| {fam} (mean {res['_mean_len']:.0f} tok) | {name} | {r['tokens_per_s']:.0f} | "
-                      f"{r['ratio_vs_trl']:.3f} |")
-    print(f"\nCPO cost (r2d-cpo vs r2d-ce): {summary['cpo_cost'] * 100:+.1f}%  -> {args.out}")
+    rows = [{"data": f"{fam} (mean {res['_mean_len']:.0f} tokens)", "trainer": name, **r}
+            for fam, res in results.items() for name, r in res.items() if not name.startswith("_")]
+    record("training", rows, out=args.out, title="training throughput (tokens/s, timed steps only)",
+           columns={"data": "data", "trainer": "trainer", "tokens/s": lambda r: f"{r['tokens_per_s']:.0f}",
+                    "vs TRL SFT": lambda r: f"{r['ratio_vs_trl']:.3f}"},
+           settings={k: v for k, v in vars(args).items() if k != "out"},
+           versions={"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+           tokens_timed={fam: res["_tokens"] for fam, res in results.items()}, summary=summary)
+    print(f"\nCPO cost (r2d-cpo vs r2d-ce): {summary['cpo_cost'] * 100:+.1f}%")
 
 
 if __name__ == "__main__":
