@@ -111,7 +111,7 @@ class QuickstartConfig:
     """Also fit the probe guard and evaluate R2D behind it (adds the probe stage and one variant)."""
     probe_all_pairs: bool = True
     """Fit the probe on every seed-set pair outside the held-out split, not only the ``train_harmful`` used for
-    training (measured better: BENCHMARKS.md, "More training pairs"); ``--fast`` keeps the training split."""
+    training (measured better: BENCHMARKS.md History, "More training pairs"); ``--fast`` keeps the training split."""
     probe_attacks: tuple[str, ...] = FAST_ATTACKS
     """The attacks the probe is fitted under (the short ones: as good as all eight, at half the cost)."""
     probe_tune: bool = False
@@ -126,7 +126,7 @@ class QuickstartConfig:
     requests, so that the probe does not learn length)."""
     wrapper_all_pairs: bool = False
     """Fit the wrapper probe on the spare seed pairs too, not only the split's training requests (2,078 forms
-    against 777, about 3 times the fitting time: BENCHMARKS.md, "A cheaper wrapper probe in the quickstart")."""
+    against 777, about 3 times the fitting time: BENCHMARKS.md History, "A cheaper wrapper probe in the quickstart")."""
     wrapper_forms: int = 1
     """Wrapper attacks drawn per request of the wrapper fit."""
     wrapper_documents: int = 64

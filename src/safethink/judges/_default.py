@@ -1,5 +1,6 @@
 """``default``: the most accurate judge that runs offline, by measured agreement with the human
-labels on the XSTest completions (benchmarks/judges.py; numbers in BENCHMARKS.md).
+labels on the XSTest completions (benchmarks/judges.py; numbers in BENCHMARKS.md,
+"Judge agreement with human labels, leave one model out").
 
 It is the learned refusal classifier OR'ed with XSTest's starts-with rule. The two fail in
 different ways: the prefix rule is precise but misses refusals that open politely ("I'm happy to

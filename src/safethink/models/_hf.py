@@ -68,7 +68,7 @@ def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[str, Any]:
 def cpu_has_bf16_matrix_units() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware tiles (Intel AMX): there ``auto`` loads bf16 on the
     CPU. AVX-512 BF16 alone is not enough: on such a CPU bf16 generation measured no faster than fp32
-    (BENCHMARKS.md, "Generation throughput")."""
+    (BENCHMARKS.md, "Generation throughput: engines side by side")."""
     import torch
 
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
