@@ -145,3 +145,36 @@ def test_end_of_turn_stops_generation(tiny_model):
     finally:
         head.bias = None if saved is None else torch.nn.Parameter(saved)
     assert [(o.text, o.finish_reason, o.token_ids) for o in out] == [("", "stop", [])] * 2
+
+
+def test_an_adapter_is_merged_for_speed_and_still_switches_off(model, tmp_path):
+    """Loaded LoRA weights are folded into the base weights (same logits as the unmerged adapter); switching
+    the adapter off for a probe gives the base model's logits, and folds it back in after."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from safethink.probes._states import adapter_off
+
+    path = model.model.name_or_path
+    base = HFChatModel.from_path(path, spec="x", device="cpu", dtype="float32").model  # a copy: PEFT edits it
+    torch.manual_seed(0)
+    lora = get_peft_model(HFChatModel.from_path(path, spec="x", device="cpu", dtype="float32").model,
+                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    lora.save_pretrained(str(tmp_path / "adapter"))
+    loaded = HFChatModel.from_path(path, spec=f"hf:{path}", adapter=str(tmp_path / "adapter"), device="cpu",
+                                   dtype="float32")
+    layers = [m for m in loaded.model.modules() if hasattr(m, "merged")]
+    assert layers and all(m.merged for m in layers)
+    enc = model.tokenizer(["Name three colours."], return_tensors="pt")
+    unmerged = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+    with torch.inference_mode():
+        want = unmerged(**enc).logits
+        with unmerged.disable_adapter():
+            want_base = unmerged(**enc).logits
+        got = loaded.model(**enc).logits
+        with adapter_off(loaded, "test")():
+            got_base = loaded.model(**enc).logits
+        again = loaded.model(**enc).logits
+    assert (want - want_base).abs().max() > 1e-2  # the adapter changes the model
+    assert torch.allclose(got, want, atol=1e-4) and torch.allclose(got_base, want_base, atol=1e-5)
+    assert all(m.merged for m in layers) and torch.allclose(again, want, atol=1e-4)

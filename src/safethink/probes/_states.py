@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import SafethinkError, SpecError
@@ -27,7 +27,17 @@ def adapter_off(model: ChatModel, why: str) -> Any:
         return contextlib.nullcontext
     if not hasattr(net, "disable_adapter"):
         raise SpecError(f"cannot switch off the adapter of {model.spec} to {why}")
-    return net.disable_adapter
+
+    @contextlib.contextmanager
+    def off() -> Iterator[None]:
+        # Switching a merged adapter off unmerges it; fold it back in after, so generation stays fast.
+        merged = any(getattr(m, "merged", False) for m in net.modules())
+        with net.disable_adapter():
+            yield
+        if merged:
+            net.merge_adapter()
+
+    return off
 
 
 def prompt_states(model: ChatModel, conversations: Sequence[Conversation], *, layers: Sequence[int] | None = None,
