@@ -38,7 +38,7 @@ from rich.console import Console
 
 from _record import RESULTS, pct, record
 
-from safethink.quickstart import (
+from safethink.pipeline import (
     QuickstartConfig, Variant, _retain_ratio, _spare_pairs, build_training_sets, count_rows, eval_specs, run_evaluations,
     split_eval_datasets, split_seed_set, split_sources, summarise, train_adapter,
 )

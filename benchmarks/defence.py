@@ -34,7 +34,7 @@ from rich.console import Console
 from _record import RESULTS, markdown_table, pct, record
 from safethink.data import find_near_duplicates, load_eval_prompts, load_prompts
 from safethink.io import write_jsonl
-from safethink.quickstart import (
+from safethink.pipeline import (
     REALISTIC_TEST, REALISTIC_TRAIN, TRANSFORM_ATTACKS, QuickstartConfig, Variant, build_training_sets, eval_specs,
     run_evaluations, summarise, train_adapters,
 )

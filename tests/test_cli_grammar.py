@@ -247,7 +247,7 @@ def test_judges_list_says_what_each_measures_and_its_validated_agreement(cli):
 
 
 def test_presets_list_shows_train_presets_and_quickstart_modes(cli):
-    from safethink.quickstart import QuickstartConfig
+    from safethink.pipeline import QuickstartConfig
     from safethink.train import PRESETS
 
     code, out, _ = cli("presets", "list")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from safethink.quickstart import QuickstartConfig, _retain_ratio, split_seed_set, split_sources
+from safethink.pipeline import QuickstartConfig, _retain_ratio, split_seed_set, split_sources
 
 
 def _rows(path):
@@ -50,7 +50,7 @@ def test_eval_specs_name_registered_plugins(tmp_path):
     import safethink.guard  # noqa: F401 - registers the guards
     from safethink.attacks import ATTACKS
     from safethink.guard import GUARDS
-    from safethink.quickstart import DEFAULT_ATTACKS, VARIANTS, eval_specs, split_eval_datasets
+    from safethink.pipeline import DEFAULT_ATTACKS, VARIANTS, eval_specs, split_eval_datasets
 
     cfg = QuickstartConfig.for_mode(tmp_path, fast=True)
     splits = split_seed_set(cfg)
@@ -71,7 +71,7 @@ def test_quickstart_evaluates_the_held_out_realistic_requests(tmp_path):
     history; none of them is in the seed split or among the probes' negatives."""
     from safethink.attacks import ATTACKS
     from safethink.eval._plan import load_dataset
-    from safethink.quickstart import REALISTIC_TEST, eval_specs, split_eval_datasets
+    from safethink.pipeline import REALISTIC_TEST, eval_specs, split_eval_datasets
 
     full, fast = QuickstartConfig.for_mode(tmp_path, fast=False), QuickstartConfig.for_mode(tmp_path, fast=True)
     splits = split_seed_set(full)
@@ -97,7 +97,7 @@ def test_data_variant_and_cached_training_on_the_tiny_model(tmp_path, tiny_dir):
     """A tagged data variant lands next to the default sets, evolution adds rewritten harmful prompts,
     and a finished run is reused instead of retrained."""
     from safethink.data._training import read_manifest
-    from safethink.quickstart import build_training_sets, train_adapter
+    from safethink.pipeline import build_training_sets, train_adapter
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=3, extra_benign_ratio=1.0,
                            retain_tokens=4, evolve="role_play", train_overrides={"max_steps": 1, "batch_size": 2})
@@ -119,7 +119,7 @@ def test_data_variant_and_cached_training_on_the_tiny_model(tmp_path, tiny_dir):
 
 
 def test_eval_specs_load_a_full_fine_tuning_run_as_the_model(tmp_path):
-    from safethink.quickstart import Variant, eval_specs, split_eval_datasets
+    from safethink.pipeline import Variant, eval_specs, split_eval_datasets
 
     cfg = QuickstartConfig.for_mode(tmp_path, fast=True)
     splits = split_seed_set(cfg)
@@ -137,7 +137,7 @@ def test_eval_specs_load_a_full_fine_tuning_run_as_the_model(tmp_path):
 def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
     from safethink.guard import GUARDS
     from safethink.probes import RequestProbe
-    from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
+    from safethink.pipeline import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
                            probe_attacks=("none", "prefix-injection"), probe=True, probe_all_pairs=False,
@@ -182,7 +182,7 @@ def test_probe_stage_fits_once_and_adds_the_probe_variant(tmp_path, tiny_dir):
 def test_probe_tune_fits_a_tuned_probe_and_names_its_rows(tmp_path, tiny_dir):
     from safethink.guard import GUARDS
     from safethink.probes import TunedProbe
-    from safethink.quickstart import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
+    from safethink.pipeline import VARIANTS, eval_specs, fit_quickstart_probe, split_eval_datasets
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=4, extra_benign_ratio=0.5,
                            probe_attacks=("none",), probe=True, probe_tune=True, probe_all_pairs=False,
@@ -209,7 +209,7 @@ def test_probe_tune_fits_a_tuned_probe_and_names_its_rows(tmp_path, tiny_dir):
 
 
 def test_spare_pairs_are_the_unused_training_pairs(tmp_path):
-    from safethink.quickstart import _spare_pairs
+    from safethink.pipeline import _spare_pairs
 
     cfg = QuickstartConfig(out=tmp_path, train_harmful=4)
     splits = split_seed_set(cfg)
@@ -226,7 +226,7 @@ def test_spare_pairs_are_the_unused_training_pairs(tmp_path):
 def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_path, tiny_dir):
     from safethink.guard import GUARDS
     from safethink.probes import RequestProbe
-    from safethink.quickstart import (
+    from safethink.pipeline import (
         PLAIN_ATTACKS, VARIANTS, WRAPPER_ATTACKS, eval_specs, fit_quickstart_wrapper, split_eval_datasets,
     )
 
@@ -278,7 +278,7 @@ def test_probe_wrapper_fits_a_wrapper_probe_on_the_split_and_adds_its_rows(tmp_p
 def test_the_whole_job_on_the_tiny_model_times_each_stage_and_resumes_from_its_cache(tmp_path, tiny_dir):
     """Every stage runs, its wall time lands in timings.json, and a second run answers nothing again."""
     from safethink.eval import open_store
-    from safethink.quickstart import run_quickstart
+    from safethink.pipeline import run_quickstart
 
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=2, extra_benign_ratio=0.5,
                            eval_harmful=2, eval_benign=1, eval_realistic=2, retain_tokens=4, max_new_tokens=6,

@@ -25,7 +25,7 @@ app = typer.Typer(
 
 # Command modules, each with a ``register(app)`` function, in help order.
 COMMAND_MODULES = ("_models", "_data", "_train", "_probe", "_serve", "_attacks", "_judge", "_eval", "_lists",
-                   "_quickstart")
+                   "_run", "_quickstart")
 
 
 def _register_all() -> None:

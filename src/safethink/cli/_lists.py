@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -18,7 +17,7 @@ from ._common import console, err_console
 
 guards_app = typer.Typer(help="Guards (defences around generation): list them.", invoke_without_command=True)
 judges_app = typer.Typer(help="Judges (what an answer is, how harmful): list them.", no_args_is_help=True)
-presets_app = typer.Typer(help="Ready-made settings: training presets and quickstart modes.", no_args_is_help=True)
+presets_app = typer.Typer(help="Ready-made settings: training presets and pipeline presets.", no_args_is_help=True)
 
 
 def _first_sentence(text: str | None) -> str:
@@ -89,8 +88,9 @@ def list_judges() -> None:
 
 def preset_rows() -> list[dict[str, str]]:
     """Every named preset: the training presets (``safethink train --preset``; the first comment line of
-    each YAML file's opening comment says what it is for) and the two quickstart modes, described by the sizes they set."""
-    from ..quickstart import QuickstartConfig
+    each YAML file's opening comment says what it is for) and the pipeline presets (``safethink run``; their
+    ``description``, and the alias ``safethink quickstart [--fast]`` of the two quickstart ones)."""
+    from ..pipeline import load_pipeline, preset_names
     from ..train import PRESETS
 
     rows = []
@@ -99,19 +99,17 @@ def preset_rows() -> list[dict[str, str]]:
         comment = "\n".join(ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#"))
         rows.append({"kind": "train", "name": name, "use": f"safethink train --preset {name}",
                      "description": _first_sentence(comment)})
-    for name, fast in (("fast", True), ("full", False)):
-        c = QuickstartConfig.for_mode(Path("runs/quickstart"), fast=fast)  # only recorded: nothing is written
-        sizes = (f"{c.train_harmful if c.train_harmful is not None else 'all'} harmful training prompts, "
-                 f"{len(c.attacks)} attacks, {c.eval_harmful} held-out harmful and {c.eval_benign} benign per set, "
-                 f"answers up to {c.max_new_tokens} tokens")
-        rows.append({"kind": "quickstart", "name": name, "use": "safethink quickstart" + (" --fast" if fast else ""),
-                     "description": ("smoke run of every stage; " if fast else "") + sizes})
+    aliases = {"quickstart": "safethink quickstart", "quickstart-fast": "safethink quickstart --fast"}
+    for name in preset_names():
+        pc = load_pipeline(name)
+        use = f"safethink run {name}" + (f" (or {aliases[name]})" if name in aliases else "")
+        rows.append({"kind": "pipeline", "name": name, "use": use, "description": pc.description})
     return rows
 
 
 @presets_app.command("list")
 def list_presets() -> None:
-    """Table of presets: training presets and quickstart modes, with the command that uses each."""
+    """Table of presets: training presets and pipeline presets (safethink run), with the command that uses each."""
     table = Table(title="presets")
     for col in ("kind", "name", "use", "what it sets"):
         table.add_column(col, overflow="fold")

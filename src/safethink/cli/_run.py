@@ -1,0 +1,97 @@
+"""``safethink run PRESET|FILE.yaml``: a whole pipeline (split, data, train, probes, eval, report) from a shipped
+preset or a YAML file, with a before/after table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._common import console, err_console, quiet_hf
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.0f}%"
+
+
+def run_and_print(pc: Any, out: Path, title: str) -> None:
+    """Run the pipeline config ``pc`` into ``out`` with progress bars, then print the table, the report's path
+    and each stage's wall time."""
+    from ..models import parse_model_spec
+    from ..pipeline import run_pipeline
+
+    parse_model_spec(pc.model)
+    quiet_hf()
+    t0 = time.perf_counter()
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console)
+    tasks: dict[str, int] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            for t in prog.tasks:  # a new stage began: the earlier ones are over, so stop their clocks
+                if not t.finished:
+                    prog.update(t.id, total=t.total or 1, completed=t.total or 1)
+                    prog.stop_task(t.id)
+            tasks[what] = prog.add_task(what, total=total or None)
+        prog.update(tasks[what], completed=done, total=total or None)
+
+    with prog:
+        (rows, attacks, sets), files = run_pipeline(pc, out, progress)
+    # One column per variant and one row per metric, so the table fits a terminal.
+    table = Table(title=title)
+    table.add_column("metric", style="bold")
+    for r in rows:
+        table.add_column(r.variant, justify="right")
+    for a in attacks:
+        table.add_row(f"ASR {a}", *[_pct(r.asr.get(a, float("nan"))) for r in rows])
+    table.add_row("ASR all attacks", *[_pct(r.asr_all) for r in rows])
+    table.add_row("  95% CI", *[f"{_pct(r.asr_ci[0])}-{_pct(r.asr_ci[1])}" for r in rows])
+    for s_ in sets:
+        table.add_row(f"refused: {s_}", *[_pct(r.over_refusal.get(s_, float("nan"))) for r in rows])
+    table.add_row("benign answered", *[_pct(r.benign_answer) for r in rows])
+    console.print(table)
+    console.print(f"report: {files.html}  ({time.perf_counter() - t0:.0f} s)")
+    console.print(_stage_times(out / "timings.json"))
+
+
+def _stage_times(path: Path) -> str:
+    """One line of wall time per stage, from the run's ``timings.json``."""
+    import json
+
+    t = json.loads(path.read_text(encoding="utf-8"))
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in t["stages"].items())
+    m = t["machine"]
+    return f"stages: {parts} ({m['cpus']} CPUs, {m['auto_dtype']} on {m['device']}; {path})"
+
+
+def run(
+    config: Annotated[str, typer.Argument(metavar="PRESET|FILE.yaml",
+                                          help="A shipped pipeline preset (safethink presets list) or a YAML file.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (stages are cached here and "
+                                                "resumed; default runs/<config name>).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Change one setting: key.path=value, the value "
+                                                      "read as YAML (repeatable), e.g. --set split.train_harmful=20 "
+                                                      "--set probes.intent.enabled=true.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the resolved config as YAML and run nothing.")] = False,
+) -> None:
+    """Run a pipeline: split the built-in seed set, build training data, train the arms, fit the probes,
+    evaluate every variant under attack, print the before/after table and write the HTML report."""
+    from ..pipeline import load_pipeline
+
+    pc = load_pipeline(config, set_ or [])
+    if show:
+        import yaml
+
+        typer.echo(yaml.safe_dump(pc.model_dump(mode="json"), sort_keys=False, width=120), nl=False)
+        return
+    out = out or Path("runs") / pc.name
+    run_and_print(pc, out, f"safethink run {pc.name} ({pc.model}, {'fast' if pc.fast else 'full'})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
