@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import MissingExtraError, SpecError
+from ..errors import BackendError, MissingExtraError, SpecError
 from ._chat import render_chat
 from ._types import (
     Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
@@ -96,17 +96,26 @@ class LlamaCppChatModel:
             raise SpecError("logprobs with llama.cpp need the model loaded with logits_all=True")
         out = []
         for i, conv in enumerate(conversations):
-            text = render_chat(self.tokenizer, conv, add_generation_prompt=True,
-                               assistant_prefix=prefixes[i] if prefixes else "")
-            out.append(self._one(i, text, config, hook))
+            prefix = prefixes[i] if prefixes else ""
+            text = render_chat(self.tokenizer, conv, add_generation_prompt=True, assistant_prefix=prefix)
+            done = self._one(i, text, config, hook)
+            # Same rule as the transformers backend: a finished answer is stripped, a continuation
+            # of a prefix keeps its leading space (prefix + text reads right), a cut one is left as is.
+            if done.finish_reason != "length":
+                done.text = done.text.rstrip() if prefix else done.text.strip()
+            out.append(done)
             if progress:
                 progress(1)
         return out
 
     def _one(self, row: int, text: str, config: GenerationConfig, hook: TokenHook | None) -> Completion:
         ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        n_ctx = self._context_window()
+        if len(ids) >= n_ctx:
+            raise BackendError(f"{self.spec}: the prompt of conversation {row} has {len(ids)} tokens, which does "
+                               f"not fit the context window of {n_ctx} (load with a larger n_ctx=)")
         kwargs: dict[str, Any] = dict(
-            prompt=ids, max_tokens=config.max_new_tokens, temperature=config.temperature,
+            prompt=ids, max_tokens=min(config.max_new_tokens, n_ctx - len(ids)), temperature=config.temperature,
             # Plain temperature / nucleus sampling, as the other backends do: switch off
             # llama.cpp's extra samplers (top-k 40, min-p 0.05 by default) and penalties.
             top_p=1.0 if config.greedy else config.top_p, top_k=0, min_p=0.0, typical_p=1.0,
@@ -145,6 +154,13 @@ class LlamaCppChatModel:
         text = "".join(parts)
         return Completion(text=text, finish_reason=finish, logprobs=logps if config.logprobs else None,
                           prompt_tokens=len(ids), completion_tokens=len(logps) or None, raw_text=text)
+
+    def _context_window(self) -> int:
+        # llama.cpp pads a small context (n_ctx() can exceed the n_ctx asked for) while
+        # llama-cpp-python sizes its token buffer (input_ids) by the n_ctx asked for and overflows it
+        # past that: the smaller of the two binds.
+        buffer = getattr(self.llm, "input_ids", None)
+        return min(self.llm.n_ctx(), len(buffer)) if buffer is not None else self.llm.n_ctx()
 
     def close(self) -> None:
         llm, self.llm = self.llm, None
