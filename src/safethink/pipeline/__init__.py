@@ -20,7 +20,7 @@ from ._probes import fit_quickstart_probe, fit_quickstart_wrapper
 from ._run import Plan, StageClock, Summary, run_pipeline, run_plan, run_quickstart
 from ._settings import (
     DEFAULT_ATTACKS, FAST_ATTACKS, PLAIN_ATTACKS, REALISTIC_TEST, REALISTIC_TRAIN, TRANSFORM_ATTACKS, VARIANTS,
-    WRAPPER_ATTACKS, ProgressFn, QuickstartConfig, Variant, resolve_variants,
+    WRAPPER_ATTACKS, StageProgress, QuickstartConfig, Variant, resolve_variants,
 )
 from ._stages import (  # noqa: F401 - the private helpers for scripts and tests
     _retain_ratio, _split_rows, _StepProgress, build_training_sets, count_rows, split_seed_set, split_sources,
@@ -29,7 +29,7 @@ from ._stages import (  # noqa: F401 - the private helpers for scripts and tests
 
 __all__ = [
     "DEFAULT_ATTACKS", "FAST_ATTACKS", "PLAIN_ATTACKS", "REALISTIC_TEST", "REALISTIC_TRAIN", "TRANSFORM_ATTACKS",
-    "VARIANTS", "WRAPPER_ATTACKS", "Arm", "Dataset", "Mix", "PipelineConfig", "Plan", "ProgressFn",
+    "VARIANTS", "WRAPPER_ATTACKS", "Arm", "Dataset", "Mix", "PipelineConfig", "Plan", "StageProgress",
     "QuickstartConfig", "StageClock", "Summary", "SummaryRow", "Variant", "VariantEntry", "build_training_sets",
     "count_rows", "eval_specs", "fit_quickstart_probe", "fit_quickstart_wrapper", "load_pipeline", "preset_names",
     "preset_text", "quickstart_sets", "realistic_eval_dataset", "resolve_variants", "run_evaluations", "run_pipeline",

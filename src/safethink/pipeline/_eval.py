@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._settings import REALISTIC_TEST, VARIANTS, ProgressFn, QuickstartConfig, Variant, _quiet
+from ._settings import REALISTIC_TEST, VARIANTS, StageProgress, QuickstartConfig, Variant, _quiet
 
 
 # ------------------------------------------------------------------ 5. eval
@@ -63,7 +63,7 @@ def eval_specs(cfg: QuickstartConfig, datasets: list[dict[str, Any]], runs: dict
     return [parse_spec(d, source="quickstart") for d in spec_dicts(cfg, datasets, runs, variants, judges)]
 
 
-def run_evaluations(specs: list[Any], progress: ProgressFn = _quiet) -> Path:
+def run_evaluations(specs: list[Any], progress: StageProgress = _quiet) -> Path:
     from ..eval import run_eval
 
     for spec in specs:

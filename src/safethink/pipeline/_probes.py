@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..io import iter_jsonl, write_jsonl
-from ._settings import PLAIN_ATTACKS, WRAPPER_ATTACKS, ProgressFn, QuickstartConfig, _quiet
+from ._settings import PLAIN_ATTACKS, WRAPPER_ATTACKS, StageProgress, QuickstartConfig, _quiet
 from ._stages import _split_rows, count_rows, split_sources
 
 
 # ------------------------------------------------------------------ 4. probe
-def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
+def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progress: StageProgress = _quiet) -> Path:
     """The probe guard's classifier on the base model (cached in :attr:`QuickstartConfig.probe_path`): the
     training prompts of the split (with ``probe_all_pairs``, every other seed pair outside the held-out split
     too), harmful and benign, each under ``probe_attacks``; with ``probe_tune`` a tuned probe."""
@@ -52,7 +52,7 @@ def fit_quickstart_probe(cfg: QuickstartConfig, splits: dict[str, Path], progres
     return dest
 
 
-def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progress: ProgressFn = _quiet) -> Path:
+def fit_quickstart_wrapper(cfg: QuickstartConfig, splits: dict[str, Path], progress: StageProgress = _quiet) -> Path:
     """The wrapper probe on the base model (cached in :attr:`QuickstartConfig.wrapper_path`): the split's
     training requests (with ``wrapper_all_pairs``, the spare seed pairs too), harmful and benign alike, each
     under ``wrapper_forms`` of :data:`WRAPPER_ATTACKS` (positive) and under every one of :data:`PLAIN_ATTACKS`

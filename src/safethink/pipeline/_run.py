@@ -14,7 +14,7 @@ from ..io import atomic_write_text
 from ._config import Arm, Mix, PipelineConfig, load_pipeline
 from ._eval import SummaryRow, realistic_eval_dataset, run_evaluations, spec_dicts, summarise
 from ._probes import fit_quickstart_probe, fit_quickstart_wrapper
-from ._settings import ProgressFn, QuickstartConfig, Variant, _quiet, resolve_variants
+from ._settings import StageProgress, QuickstartConfig, Variant, _quiet, resolve_variants
 from ._stages import _retain_ratio, build_training_sets, split_seed_set, train_adapter
 
 Summary = tuple[list[SummaryRow], list[str], list[str]]
@@ -68,18 +68,18 @@ class Plan:
         return spec_dicts(self.settings, self.resolve(self.datasets), runs, self.variants, self.judges)
 
 
-def run_pipeline(pc: PipelineConfig, out: Path, progress: ProgressFn = _quiet) -> tuple[Summary, Any]:
+def run_pipeline(pc: PipelineConfig, out: Path, progress: StageProgress = _quiet) -> tuple[Summary, Any]:
     """Every stage of ``pc`` in order, into ``out``; stages already done are skipped. Returns the table and the
     report files."""
     return run_plan(Plan.from_config(pc, Path(out)), progress)
 
 
-def run_quickstart(cfg: QuickstartConfig, progress: ProgressFn = _quiet) -> tuple[Summary, Any]:
+def run_quickstart(cfg: QuickstartConfig, progress: StageProgress = _quiet) -> tuple[Summary, Any]:
     """The ``quickstart`` preset's stages with the settings ``cfg``."""
     return run_plan(Plan.from_settings(cfg), progress)
 
 
-def run_plan(plan: Plan, progress: ProgressFn = _quiet) -> tuple[Summary, Any]:
+def run_plan(plan: Plan, progress: StageProgress = _quiet) -> tuple[Summary, Any]:
     """Every stage in order; stages already done are skipped. Returns the table (``summarise``'s rows, attacks,
     benign sets) and the report files. Each stage's wall time is written to ``out/timings.json`` as it ends
     (:class:`StageClock`)."""

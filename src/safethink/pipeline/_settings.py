@@ -180,7 +180,7 @@ def _fill(value: Any, names: dict[str, str]) -> Any:
     return value
 
 
-ProgressFn = Callable[[str, int, int], None]
+StageProgress = Callable[[str, int, int], None]
 """``(what, done, total)``; total 0 means a status message without a count."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_jsonl
-from ._settings import ProgressFn, QuickstartConfig, _quiet
+from ._settings import StageProgress, QuickstartConfig, _quiet
 
 
 # ------------------------------------------------------------------ 1. split
@@ -84,7 +84,7 @@ def split_sources(splits: dict[str, Path]) -> tuple[list[str], list[str]]:
             [str(splits["twins_train"]), str(splits["borderline_train"]), str(splits["benign_train"])])
 
 
-def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[str], progress: ProgressFn = _quiet,
+def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[str], progress: StageProgress = _quiet,
                         *, retain_ratio: float = 1.0, limit: int | None = None, benign_limit: int | None = None,
                         data_dir: str | None = None, check_eval_overlap: bool = False,
                         methods: tuple[str, ...] = ("scot", "r2d"), tag: str = "") -> dict[str, Path]:
@@ -119,13 +119,13 @@ def _retain_ratio(splits: dict[str, Path]) -> float:
 
 
 # ------------------------------------------------------------------ 3. train
-def train_adapters(cfg: QuickstartConfig, data: dict[str, Path], progress: ProgressFn = _quiet) -> dict[str, Path]:
+def train_adapters(cfg: QuickstartConfig, data: dict[str, Path], progress: StageProgress = _quiet) -> dict[str, Path]:
     return {method: train_adapter(cfg, method, data[method], cfg.out / "runs" / method, progress=progress)
             for method in ("scot", "r2d")}
 
 
 def train_adapter(cfg: QuickstartConfig, method: str, data: Path, dest: Path, overrides: dict[str, Any] | None = None,
-                  progress: ProgressFn = _quiet, *, preset: str = "cpu-small") -> Path:
+                  progress: StageProgress = _quiet, *, preset: str = "cpu-small") -> Path:
     """One run of a training preset (cached: a finished run in ``dest`` is kept): ``cfg``'s epochs, seed and
     ``train_overrides``, then ``overrides``, over the preset."""
     from ..train import load_train_config, train

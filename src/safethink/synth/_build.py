@@ -295,7 +295,7 @@ def _twin_summary(plan: list[PlanItem], journal: _Journal) -> dict[str, Any]:
 
 def _maybe_embedder() -> Any:
     try:
-        from ._embed import Embedder, minilm_path
+        from ..models._embed import Embedder, minilm_path
 
         minilm_path()
         return Embedder()

