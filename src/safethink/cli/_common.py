@@ -20,7 +20,13 @@ err_console = Console(stderr=True)
 
 
 def quiet_hf() -> None:
-    """Silence transformers' own progress bars and advisory warnings in CLI output."""
+    """Silence transformers' own progress bars and advisory warnings in CLI output (and the deprecation and
+    advisory warnings transformers and PEFT raise from their own code, which say nothing a user can act on)."""
+    import warnings
+
+    for module in (r"transformers\.", r"peft\."):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:

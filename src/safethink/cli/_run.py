@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -42,21 +43,41 @@ def run_and_print(pc: Any, out: Path, title: str) -> None:
 
     with prog:
         (rows, attacks, sets), files = run_pipeline(pc, out, progress)
-    # One column per variant and one row per metric, so the table fits a terminal.
-    table = Table(title=title)
-    table.add_column("metric", style="bold")
-    for r in rows:
-        table.add_column(r.variant, justify="right")
-    for a in attacks:
-        table.add_row(f"ASR {a}", *[_pct(r.asr.get(a, float("nan"))) for r in rows])
-    table.add_row("ASR all attacks", *[_pct(r.asr_all) for r in rows])
-    table.add_row("  95% CI", *[f"{_pct(r.asr_ci[0])}-{_pct(r.asr_ci[1])}" for r in rows])
-    for s_ in sets:
-        table.add_row(f"refused: {s_}", *[_pct(r.over_refusal.get(s_, float("nan"))) for r in rows])
-    table.add_row("benign answered", *[_pct(r.benign_answer) for r in rows])
-    console.print(table)
+    print_summary(summary_table(rows, attacks, sets, title))
     console.print(f"report: {files.html}  ({time.perf_counter() - t0:.0f} s)")
     console.print(_stage_times(out / "timings.json"))
+
+
+def summary_table(rows: list[Any], attacks: list[str], sets: list[str], title: str) -> Table:
+    """One column per variant, one row per metric under a heading per group. The offline judge detects refusals,
+    so the harmful-prompt rate is a non-refusal rate (an ASR only under a harm judge)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    table.add_column("metric", no_wrap=True)
+    for r in rows:
+        table.add_column(r.variant, justify="right", overflow="fold")
+    table.add_row("[bold]harmful: not refused[/]", *[""] * len(rows))
+    for a in attacks:
+        table.add_row(f"  {a}", *[_pct(r.asr.get(a, float("nan"))) for r in rows])
+    table.add_row("  all attacks", *[_pct(r.asr_all) for r in rows])
+    table.add_row("  95% CI", *[f"{100 * r.asr_ci[0]:.0f}-{_pct(r.asr_ci[1])}" for r in rows])
+    table.add_row("[bold]benign: refused[/]", *[""] * len(rows))
+    for s_ in sets:
+        table.add_row(f"  {s_}", *[_pct(r.over_refusal.get(s_, float("nan"))) for r in rows])
+    table.add_row("[bold]benign answered[/]", *[_pct(r.benign_answer) for r in rows])
+    return table
+
+
+def print_summary(table: Table) -> None:
+    """Print the table whole: on a terminal at its width (headers wrap, cells never do), and into a file or
+    pipe as wide as the table needs, so a log keeps one line per metric."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.console import Console
+
+    width = console.measure(table, options=console.options.update(width=10_000)).maximum
+    Console(file=console.file, width=max(console.width, width), no_color=console.no_color).print(table)
 
 
 def _stage_times(path: Path) -> str:
