@@ -185,7 +185,7 @@ eval:
         return capsys.readouterr().out
 
     first = run()
-    assert "R2D + pivot guard" in first and "ASR prefix-injection" in first
+    assert "R2D + pivot guard" in first and "  prefix-injection " in first and "harmful: not refused" in first
     for path in ("splits/harmful_eval.jsonl", "data/scot", "data/r2d", "runs/scot/safethink_run.json",
                  "runs/r2d/safethink_run.json", "eval/results.sqlite", "quickstart.json", "pipeline.json"):
         assert (out / path).exists(), path
