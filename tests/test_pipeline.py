@@ -151,7 +151,8 @@ def test_presets_list_describes_the_pipeline_presets_as_they_resolve(capsys, mon
         assert f"safethink run {name}" in out and pc.description in out
         assert f"{len(cfg.attacks)} attacks" in pc.description and f"up to {cfg.max_new_tokens} tokens" in pc.description
         assert f"{cfg.train_harmful} harmful training prompts" in pc.description
-        assert f"{cfg.eval_harmful} held-out harmful and {cfg.eval_benign} benign per set" in pc.description
+        if cfg.eval_harmful:  # presets on public data (defence) hold out no seed prompts
+            assert f"{cfg.eval_harmful} held-out harmful and {cfg.eval_benign} benign per set" in pc.description
 
 
 @pytest.mark.timeout(900)
@@ -206,3 +207,45 @@ eval:
     with open_store(out / "eval") as st:
         assert st.count() == n and len(st.runs()) == 10 and all(r["added"] == 0 for r in st.runs()[5:])
     assert (out / "runs" / "r2d" / "safethink_run.json").stat().st_mtime_ns == stamp
+
+
+def test_a_mix_takes_per_source_limits_to_the_data_stage(tmp_path, tiny_dir, monkeypatch):
+    """``limit`` / ``benign_limit`` of a mix reach the data builder: the set has exactly that many prompts."""
+    from safethink.data._training import read_manifest
+    from safethink.pipeline import Plan, run_plan
+    from safethink.pipeline import _run as run_module
+
+    config = tmp_path / "mix.yaml"
+    config.write_text(f"""extends: quickstart
+model: "hf:{tiny_dir}"
+data:
+  evolve: none
+  retain_tokens: 4
+  mixes:
+    default:
+      harmful: ["split:harmful_train"]
+      benign: ["split:twins_train", "split:benign_train"]
+      retain_ratio: 1.0
+      limit: 3
+      benign_limit: 2
+train:
+  arms: [{{name: scot, method: scot, preset: cpu-small, mix: default}}]
+  overrides: {{max_steps: 1, batch_size: 2}}
+probes: {{wrapper: {{enabled: false}}}}
+eval:
+  variants: [{{name: base, guard: none}}]
+""")
+    pc = load_pipeline(str(config))
+    plan = Plan.from_config(pc, tmp_path / "out")
+    class Stop(Exception):
+        pass
+
+    def stop(specs, progress=None):
+        raise Stop  # only the data and training stages: stop before evaluation
+
+    monkeypatch.setattr(run_module, "run_evaluations", stop)
+    with pytest.raises(Stop):
+        run_plan(plan)
+    counts = read_manifest(tmp_path / "out" / "data" / "scot").counts
+    assert counts["by_kind"]["refusal"] == 3
+    assert sum(v for k, v in counts["by_kind"].items() if k != "refusal") == 3  # 1:1 retain, from 2 + 2 benign

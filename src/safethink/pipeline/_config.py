@@ -47,6 +47,11 @@ class Mix(_Strict):
     retain_ratio: float | Literal["split"] = Field(
         "split", description="Benign per harmful prompt; 'split' keeps every benign prompt of the sources.")
     tag: str = Field("", description="Suffix of the data directory: out/data/<method><tag>.")
+    limit: int | None = Field(None, ge=1, description="Harmful prompts taken from each harmful source (None: all).")
+    benign_limit: int | None = Field(None, ge=1, description="Benign prompts taken from each benign source.")
+    drop_eval_overlap: bool = Field(False, description="Drop training prompts that are near copies of evaluation "
+                                                       "prompts (JBB, XSTest, HarmBench, StrongREJECT) first.")
+    overlap_threshold: float = Field(0.8, gt=0, le=1, description="Word-set Jaccard at which a prompt is a near copy.")
 
 
 def _default_mixes() -> dict[str, Mix]:

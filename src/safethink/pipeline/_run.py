@@ -103,7 +103,9 @@ def run_plan(plan: Plan, progress: StageProgress = _quiet) -> tuple[Summary, Any
                 continue
             ratio = _retain_ratio(splits) if mix.retain_ratio == "split" else mix.retain_ratio
             built = build_training_sets(cfg, plan.resolve(mix.harmful), plan.resolve(mix.benign), progress,
-                                        retain_ratio=ratio, methods=methods, tag=mix.tag)
+                                        retain_ratio=ratio, methods=methods, tag=mix.tag, limit=mix.limit,
+                                        benign_limit=mix.benign_limit, drop_eval_overlap=mix.drop_eval_overlap,
+                                        overlap_threshold=mix.overlap_threshold)
             data.update({(name, m): p for m, p in built.items()})
     runs = {}
     for arm in plan.arms:

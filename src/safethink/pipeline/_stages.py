@@ -87,7 +87,8 @@ def split_sources(splits: dict[str, Path]) -> tuple[list[str], list[str]]:
 def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[str], progress: StageProgress = _quiet,
                         *, retain_ratio: float = 1.0, limit: int | None = None, benign_limit: int | None = None,
                         data_dir: str | None = None, check_eval_overlap: bool = False,
-                        methods: tuple[str, ...] = ("scot", "r2d"), tag: str = "") -> dict[str, Path]:
+                        methods: tuple[str, ...] = ("scot", "r2d"), tag: str = "", drop_eval_overlap: bool = False,
+                        overlap_threshold: float = 0.8) -> dict[str, Path]:
     """SCoT and R2D sets from the same prompts; both share the cached self-distilled answers.
 
     The sets land in ``out/data/<method><tag>``; ``tag`` names a variant of the default mix."""
@@ -99,6 +100,7 @@ def build_training_sets(cfg: QuickstartConfig, harmful: list[str], benign: list[
             method=method, harmful=harmful, benign=benign, teacher="structured", model=cfg.model, seed=cfg.seed,
             evolve=parse_styles(cfg.evolve), retain_ratio=retain_ratio, limit=limit, benign_limit=benign_limit,
             data_dir=data_dir, max_new_tokens=cfg.retain_tokens, check_eval_overlap=check_eval_overlap,
+            drop_eval_overlap=drop_eval_overlap, overlap_threshold=overlap_threshold,
         )
         dest = cfg.out / "data" / f"{method}{tag}"
         build_dataset(bc, dest, cache_dir=cfg.out / "cache" / "retain",
