@@ -70,7 +70,9 @@ class TunedProbe:
 
         if self.path is None:
             raise SpecError("tuned probe: neither a trained network in memory nor a directory to load it from")
-        base = load_model(self.model)
+        # fp32 whatever this machine's "auto" would pick: the adapter and head were fitted in fp32 (LoRA weights are
+        # kept in fp32), so scores and thresholds read the same on any machine.
+        base = load_model(self.model, dtype="float32")
         net, tok = model_parts(base)
         _truncate(net, self.layer)
         self._net = PeftModel.from_pretrained(net, str(Path(self.path) / "adapter")).eval()
