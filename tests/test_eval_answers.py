@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-
 import pytest
 
 from safethink.eval import ResultStore, open_store, parse_spec, run_eval

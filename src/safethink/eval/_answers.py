@@ -69,13 +69,12 @@ class SharedAnswers:
         self.hits += sum(r is not None for r in results)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            sub_hook = None
-            if hook is not None:
-                def sub_hook(e: TokenEvent) -> bool:
-                    return hook(replace(e, row=missing[e.row]))
+            def sub_hook(e: TokenEvent) -> bool:  # rows as the caller numbered them
+                return hook(replace(e, row=missing[e.row]))
+
             fresh = self._model.generate([convs[i] for i in missing], config,
                                          prefixes=[pre[i] for i in missing] if prefixes else None,
-                                         hook=sub_hook, progress=progress)
+                                         hook=sub_hook if hook is not None else None, progress=progress)
             new = []
             for i, out in zip(missing, fresh):
                 results[i] = out

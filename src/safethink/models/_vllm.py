@@ -23,8 +23,9 @@ from typing import Any, Literal
 
 from ..errors import MissingExtraError, SpecError
 from ._chat import render_chat
+from ._replay import replay_hook
 from ._types import (
-    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
+    Completion, Conversation, GenerationConfig, ProgressFn, TokenHook, check_prefixes,
 )
 
 # vLLM only accepts these values for max_lora_rank.
@@ -176,18 +177,6 @@ def _generation_eos(path: str) -> list[int]:
     except (OSError, ValueError):
         return []
     return [eos] if isinstance(eos, int) else list(eos or [])
-
-
-def replay_hook(hook: TokenHook, row: int, ids: Sequence[int], eos: Sequence[int], piece) -> int | None:
-    """Show finished tokens to a hook one by one; return how many to keep if it halts the row
-    (the halting token included, as with a live hook), else None."""
-    eos_set = set(eos)
-    for j, t in enumerate(ids):
-        if t in eos_set:
-            continue
-        if hook(TokenEvent(row=row, token_id=t, piece=piece(t), generated=list(ids[:j + 1]))):
-            return j + 1
-    return None
 
 
 def _check_adapter(adapter: str) -> int:

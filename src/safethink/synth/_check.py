@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data._formats import PIVOT_RETHINK, PIVOT_SAFE, PIVOT_UNSAFE, PIVOTS, THINK_CLOSE, THINK_OPEN, parse_r2d, parse_scot
+from ..data._formats import PIVOT_RETHINK, PIVOT_UNSAFE, PIVOTS, THINK_CLOSE, THINK_OPEN, parse_r2d, parse_scot
 from ..data._training import file_sha256, content_hash, parse_record, read_manifest
 from ..errors import InputError
 from ..io import iter_jsonl
