@@ -21,6 +21,7 @@ from typing import Any
 from ..data._schema import PromptRecord
 from ..errors import SpecError
 from ..models import ChatModel
+from ..models._whitebox import WhiteBox
 from ._base import ATTACKS, AttackBase, Built
 from ._data import load_prompt_templates, package_data
 from ._whitebox import DEFAULT_TARGET, record_target, resolve_white_box, target_losses
@@ -110,7 +111,7 @@ class AutoDAN(AttackBase):
             out.append(Built([{"role": "user", "content": self.instantiate(best, request)}], meta=meta))
         return out
 
-    def _evolve(self, hf: Any, request: str, target: str, rng: random.Random) -> tuple[str, dict]:
+    def _evolve(self, hf: WhiteBox, request: str, target: str, rng: random.Random) -> tuple[str, dict]:
         table = package_data("autodan.yaml")["synonyms"]
         pop = [self._protos[i % len(self._protos)] for i in range(self.population_size)]
         pop = [p if i < len(self._protos) else mutate(p, table, self.mutated_words, rng) for i, p in enumerate(pop)]

@@ -12,6 +12,7 @@ from typing import Any
 from ..data._schema import PromptRecord
 from ..errors import SpecError
 from ..models import ChatModel
+from ..models._whitebox import WhiteBox
 from ._base import ATTACKS, AttackBase, Built
 from ._whitebox import DEFAULT_TARGET, frozen, record_target, resolve_white_box, target_token_ids
 
@@ -54,17 +55,17 @@ class GCG(AttackBase):
               target: ChatModel | None) -> list[Built]:
         hf = resolve_white_box(self.surrogate, target, what="gcg")
         out = []
-        with frozen(hf.model):
+        with frozen(hf.net):
             for r, rng in zip(records, rngs):
                 request = r.user_text()
                 suffix, meta = self._optimise(hf, request, record_target(r.target, self.target), rng)
                 out.append(Built([{"role": "user", "content": f"{request} {suffix}"}], meta=meta))
         return out
 
-    def _optimise(self, hf: Any, request: str, target_text: str, rng: random.Random) -> tuple[str, dict]:
+    def _optimise(self, hf: WhiteBox, request: str, target_text: str, rng: random.Random) -> tuple[str, dict]:
         import torch
 
-        tok, model, dev = hf.tokenizer, hf.model, hf.device
+        tok, model, dev = hf.tokenizer, hf.net, hf.device
         gen = torch.Generator().manual_seed(rng.randrange(2**31))
         before, after = hf.render([{"role": "user", "content": f"{request} {_SLOT}"}]).split(_SLOT)
         before_ids = torch.tensor(tok(before, add_special_tokens=False).input_ids, device=dev)

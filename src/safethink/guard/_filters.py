@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import SafethinkError, SpecError
 from ..models import ChatModel, Conversation, GenerationConfig, ProgressFn
+from ..models._whitebox import white_box
 from ._base import GUARDS, GuardedOutput
 from ._core import GuardBase, GuardKind, last_user, looks_like_refusal, passthrough, positive, refusal, run_stage, text, with_last_user
 
@@ -110,41 +111,21 @@ class SmoothLLM(GuardBase):
         return outs
 
 
-def _hf_parts(model: ChatModel, guard: str) -> tuple[Any, Any]:
-    net, tok = getattr(model, "model", None), getattr(model, "tokenizer", None)
-    if net is None or tok is None:
-        raise SafethinkError(f"guard {guard!r} scores prompts with the model's own weights; it needs a "
-                             f"local transformers model (smollm2-135m, hf:...), not {model.spec}")
-    return net, tok
-
-
 def log_perplexities(model: ChatModel, prompts: Sequence[str], *, window: int | None = None,
                      batch_size: int = 16) -> list[float]:
     """Mean token negative log-likelihood of each prompt under the model (its log-perplexity);
     with ``window``, the maximum over sliding windows of that many tokens (Jain et al.'s
     windowed filter, which catches a short gibberish suffix inside a long prompt)."""
-    import torch
-
-    net, tok = _hf_parts(model, "perplexity")
+    wb = white_box(model, "guard 'perplexity' (it scores prompts with the model's own weights)")
     out: list[float] = []
-    device = next(net.parameters()).device
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start:start + batch_size])
-        tok.padding_side = "right"
-        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
-        with torch.inference_mode():
-            logits = net(**enc).logits[:, :-1].float()
-        targets = enc.input_ids[:, 1:]
-        mask = enc.attention_mask[:, 1:].bool()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        for b in range(len(chunk)):
-            row = nll[b][mask[b]]
-            if row.numel() == 0:
-                out.append(0.0)
-            elif window and row.numel() > window:
-                out.append(float(row.unfold(0, window, 1).mean(dim=1).max()))
-            else:
-                out.append(float(row.mean()))
+    for lp in wb.token_logprobs(list(prompts), add_special_tokens=True, batch_size=batch_size):
+        nll = -lp
+        if nll.numel() == 0:
+            out.append(0.0)
+        elif window and nll.numel() > window:
+            out.append(float(nll.unfold(0, window, 1).mean(dim=1).max()))
+        else:
+            out.append(float(nll.mean()))
     return out
 
 

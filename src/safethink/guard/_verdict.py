@@ -27,9 +27,9 @@ from typing import Any, ClassVar, Literal
 from ..data._formats import DEFAULT_SCOT_FORMAT, SCoTFormat
 from ..errors import SpecError
 from ..models import ChatModel, Conversation, GenerationConfig, ProgressFn
+from ..models._whitebox import white_box
 from ._base import GUARDS, GuardedOutput
 from ._core import GuardBase, GuardKind, positive, run_stage
-from ._filters import _hf_parts
 
 
 @GUARDS.register()
@@ -206,7 +206,8 @@ def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], head
     answered ``No``."""
     import torch
 
-    net, tok = _hf_parts(model, "scot-verdict")
+    wb = white_box(model, "guard 'scot-verdict' (it scores verdicts with the model's own weights)")
+    tok = wb.tokenizer
     sep, no_word, yes_word = _verdict_split(fmt)
     space = " " if sep.endswith(" ") else ""
     yes_id, no_id = _first_ids(tok, space + yes_word, space + no_word, "rule verdicts")
@@ -216,7 +217,7 @@ def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], head
     line_head = fmt.no_line.partition("{category}")[0]
     texts, marks = [], []
     for conv, head in zip(conversations, heads):
-        text = model.render(conv, head.rstrip("\n") + "\n")
+        text = wb.render(conv, head.rstrip("\n") + "\n")
         m = []
         for rid in rule_ids:
             before = line_head + rid + sep
@@ -227,28 +228,19 @@ def verdict_scores(model: ChatModel, conversations: Sequence[Conversation], head
         m.append(len(text))
         texts.append(text)
         marks.append(m)
-    device = next(net.parameters()).device
     out: list[VerdictScores] = []
-    side = tok.padding_side
-    try:
-        tok.padding_side = "right"
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False, return_offsets_mapping=True)
-            offsets = enc.pop("offset_mapping").tolist()
-            enc = enc.to(device)
-            with torch.inference_mode():
-                logits = net(**enc).logits
-            for b, m in enumerate(marks[start:start + batch_size]):
-                ends = [e for s, e in offsets[b]]
-                row = []
-                for k, mk in enumerate(m):
-                    # the last token that ends at or before the mark predicts the verdict word
-                    pos = max(i for i, e in enumerate(ends) if 0 < e <= mk)
-                    lp = torch.log_softmax(logits[b, pos].float(), -1)
-                    a, z = (rej_id, safe_id) if k == len(m) - 1 else (yes_id, no_id)
-                    row.append(float(lp[a] - lp[z]))
-                out.append(VerdictScores(rules=row[:-1], conclusion=row[-1]))
-    finally:
-        tok.padding_side = side
+    for start in range(0, len(texts), batch_size):
+        batch = wb.encode(texts[start:start + batch_size], offsets=True)
+        assert batch.offsets is not None
+        logits = wb.logits(batch)
+        for b, m in enumerate(marks[start:start + batch_size]):
+            ends = [e for s, e in batch.offsets[b]]
+            row = []
+            for k, mk in enumerate(m):
+                # the last token that ends at or before the mark predicts the verdict word
+                pos = max(i for i, e in enumerate(ends) if 0 < e <= mk)
+                lp = torch.log_softmax(logits[b, pos].float(), -1)
+                a, z = (rej_id, safe_id) if k == len(m) - 1 else (yes_id, no_id)
+                row.append(float(lp[a] - lp[z]))
+            out.append(VerdictScores(rules=row[:-1], conclusion=row[-1]))
     return out
