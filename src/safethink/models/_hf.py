@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import SafethinkError, SpecError
 from ._chat import render_chat
-from ._types import (
-    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
-)
+from ._base import Backend, Report, Row
+from ._types import Completion, Conversation, GenerationConfig, TokenEvent, TokenHook
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,7 @@ def load_tokenizer(path: str, adapter: str | None = None) -> Any:
     return tok
 
 
-class HFChatModel:
+class HFChatModel(Backend):
     """A transformers causal LM (optionally with a PEFT adapter) behind :class:`ChatModel`."""
 
     greedy_is_deterministic = True
@@ -139,35 +137,24 @@ class HFChatModel:
         return render_chat(self.tokenizer, conversation, add_generation_prompt=True,
                            assistant_prefix=prefix)
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        config: GenerationConfig = GenerationConfig(),
-        *,
-        prefixes: Sequence[str] | None = None,
-        hook: TokenHook | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[Completion]:
-        check_prefixes(conversations, prefixes)
-        texts = [self.render(c, prefixes[i] if prefixes else "") for i, c in enumerate(conversations)]
+    def _complete(self, batch: list[Row], config: GenerationConfig, hook: TokenHook | None,
+                  report: Report) -> list[Completion]:
+        texts = [self.render(r.conversation, r.prefix) for r in batch]
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
         # Sort by length so each batch pads little; restore the caller's order at the end.
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         results: list[Completion | None] = [None] * len(texts)
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
-            outs = self._generate_batch([texts[i] for i in idx], idx, config, hook,
-                                        seed=None if config.seed is None else config.seed + start,
-                                        prefixed=[bool(prefixes and prefixes[i]) for i in idx])
+            outs = self._generate_batch([texts[i] for i in idx], [batch[i].index for i in idx], config, hook,
+                                        seed=None if config.seed is None else config.seed + start)
             for i, out in zip(idx, outs):
                 results[i] = out
-            if progress:
-                progress(len(idx))
+            report(len(idx))
         return [r for r in results if r is not None]
 
     def _generate_batch(self, texts: list[str], rows: list[int], config: GenerationConfig,
-                        hook: TokenHook | None, seed: int | None,
-                        prefixed: list[bool] | None = None) -> list[Completion]:
+                        hook: TokenHook | None, seed: int | None) -> list[Completion]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -233,9 +220,7 @@ class HFChatModel:
             reason = "hook" if halted else ("stop" if ended or hit_stop else "length")
             lp = logps[b, :n].tolist() if logps is not None else None
             completions.append(Completion(
-                # A continuation of a prefix keeps its leading space, so prefix + text reads right.
-                text=(text if reason == "length" else text.rstrip() if prefixed and prefixed[b] else text.strip()),
-                finish_reason=reason,
+                text=text, finish_reason=reason,  # trimmed by Backend.generate (trim_answer)
                 token_ids=gen, logprobs=lp, prompt_tokens=int(enc.attention_mask[b].sum()),
                 completion_tokens=len(gen), raw_text=raw,
             ))

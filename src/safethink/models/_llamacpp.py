@@ -13,15 +13,13 @@ Conversations are decoded one at a time (llama-cpp-python's high-level API has n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import BackendError, MissingExtraError, SpecError
 from ._chat import render_chat
-from ._types import (
-    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
-)
+from ._base import Backend, Report, Row
+from ._types import Completion, GenerationConfig, TokenEvent, TokenHook
 
 
 def _import_llama() -> Any:
@@ -34,7 +32,7 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
-class LlamaCppChatModel:
+class LlamaCppChatModel(Backend):
     """A ``llama_cpp.Llama`` model behind :class:`ChatModel`."""
 
     hook_mode: Literal["live", "post-hoc"] = "live"
@@ -82,30 +80,15 @@ class LlamaCppChatModel:
                               verbose=False, **llama_kwargs)
         return cls(llm, tok, spec=spec, logits_all=logits_all)
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        config: GenerationConfig = GenerationConfig(),
-        *,
-        prefixes: Sequence[str] | None = None,
-        hook: TokenHook | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[Completion]:
-        check_prefixes(conversations, prefixes)
+    def _complete(self, batch: list[Row], config: GenerationConfig, hook: TokenHook | None,
+                  report: Report) -> list[Completion]:
         if config.logprobs and not self.logits_all:
             raise SpecError("logprobs with llama.cpp need the model loaded with logits_all=True")
         out = []
-        for i, conv in enumerate(conversations):
-            prefix = prefixes[i] if prefixes else ""
-            text = render_chat(self.tokenizer, conv, add_generation_prompt=True, assistant_prefix=prefix)
-            done = self._one(i, text, config, hook)
-            # Same rule as the transformers backend: a finished answer is stripped, a continuation
-            # of a prefix keeps its leading space (prefix + text reads right), a cut one is left as is.
-            if done.finish_reason != "length":
-                done.text = done.text.rstrip() if prefix else done.text.strip()
-            out.append(done)
-            if progress:
-                progress(1)
+        for r in batch:
+            text = render_chat(self.tokenizer, r.conversation, add_generation_prompt=True, assistant_prefix=r.prefix)
+            out.append(self._one(r.index, text, config, hook))
+            report(1)
         return out
 
     def _one(self, row: int, text: str, config: GenerationConfig, hook: TokenHook | None) -> Completion:

@@ -25,9 +25,8 @@ from pathlib import Path
 
 from .._r2d_tokens import R2D_SPECIAL_TOKENS
 from ..errors import InputError
-from ._types import (
-    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
-)
+from ._base import Backend, Report, Row
+from ._types import Completion, Conversation, GenerationConfig, TokenEvent, TokenHook
 
 _PIECES = re.compile("|".join(re.escape(t) for t in R2D_SPECIAL_TOKENS) + r"|\s*[^\s\[<]+|\s+|[\[<]")
 
@@ -73,7 +72,7 @@ def read_answers(path: str | Path) -> list[MockAnswer]:
     return answers
 
 
-class MockChatModel:
+class MockChatModel(Backend):
     """Replays the answers of a JSON-lines file, in order (see the module docstring)."""
 
     hook_mode = "live"
@@ -96,26 +95,17 @@ class MockChatModel:
             self._next += n
             return out
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        config: GenerationConfig = GenerationConfig(),
-        *,
-        prefixes: Sequence[str] | None = None,
-        hook: TokenHook | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[Completion]:
-        check_prefixes(conversations, prefixes)
+    def _complete(self, batch: list[Row], config: GenerationConfig, hook: TokenHook | None,
+                  report: Report) -> list[Completion]:
         with self._lock:
-            self.calls.append([[dict(m) for m in c] for c in conversations])
-        out = [self._one(row, answer, config, hook, conversations[row], bool(prefixes and prefixes[row]))
-               for row, answer in enumerate(self._take(len(conversations)))]
-        if progress and out:
-            progress(len(out))
+            self.calls.append([[dict(m) for m in r.conversation] for r in batch])
+        out = [self._one(r.index, answer, config, hook, r.conversation)
+               for r, answer in zip(batch, self._take(len(batch)))]
+        report(len(out))
         return out
 
     def _one(self, row: int, answer: MockAnswer, config: GenerationConfig, hook: TokenHook | None,
-             conversation: Conversation, prefixed: bool) -> Completion:
+             conversation: Conversation) -> Completion:
         pieces = list(answer.tokens[:config.max_new_tokens])
         reason = answer.finish_reason if len(pieces) == len(answer.tokens) else "length"
         if hook is not None:
@@ -129,10 +119,5 @@ class MockChatModel:
             if cut >= 0:
                 text, reason = text[:cut], "stop"
         prompt_tokens = sum(len(m.get("content", "").split()) for m in conversation)
-        # As the transformers backend: a continuation of a prefix keeps its leading space.
-        shown = text if reason == "length" else text.rstrip() if prefixed else text.strip()
-        return Completion(text=shown, finish_reason=reason, prompt_tokens=prompt_tokens,
+        return Completion(text=text, finish_reason=reason, prompt_tokens=prompt_tokens,
                           completion_tokens=len(pieces), raw_text=text)
-
-    def close(self) -> None:
-        pass

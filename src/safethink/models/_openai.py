@@ -28,16 +28,15 @@ from typing import Any, Literal, TypeVar
 from ..errors import BackendError, EndpointError
 from ._chat import validate_messages
 from ._http import Endpoint, Retryable, RetryPolicy, chat_choice, check_status, completion_choice, error_text
-from ._types import (
-    Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook, check_prefixes,
-)
+from ._base import Backend, Report, Row, make_rows, reporter
+from ._types import Completion, Conversation, GenerationConfig, ProgressFn, TokenEvent, TokenHook
 
 PrefixStyle = Literal["vllm", "plain"]
 API_KEY_ENV = ("SAFETHINK_API_KEY", "OPENAI_API_KEY")
 T = TypeVar("T")
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(Backend):
     """A model behind an OpenAI-compatible chat completions endpoint.
 
     Prefixes (prefilled assistant text) are sent as a final assistant message. With
@@ -49,6 +48,7 @@ class OpenAIChatModel:
     """
 
     hook_mode: Literal["live", "post-hoc"] = "live"
+    trim_answers = False  # the server's text as it sent it
 
     def __init__(
         self,
@@ -105,20 +105,7 @@ class OpenAIChatModel:
     def retry(self) -> RetryPolicy:
         return self.endpoint.retry
 
-    # -- public API ---------------------------------------------------------------------------
-
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        config: GenerationConfig = GenerationConfig(),
-        *,
-        prefixes: Sequence[str] | None = None,
-        hook: TokenHook | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[Completion]:
-        """Synchronous :class:`ChatModel` entry point (see :meth:`agenerate`)."""
-        return _run_sync(lambda: self.agenerate(conversations, config, prefixes=prefixes, hook=hook,
-                                                progress=progress))
+    # -- public API (``generate`` is :meth:`Backend.generate`) --------------------------------
 
     async def agenerate(
         self,
@@ -132,13 +119,22 @@ class OpenAIChatModel:
         """Answer every conversation, in order, with up to ``min(max_concurrency,
         config.batch_size)`` requests in flight. ``seed`` (if set) is sent as ``seed + row`` so
         identical prompts in one call still get independent samples."""
-        convs = [validate_messages(list(c), where=f"conversations[{i}]") for i, c in enumerate(conversations)]
-        check_prefixes(convs, prefixes)
+        rows = make_rows(conversations, prefixes)
+        return self._finish(rows, await self._acomplete(rows, config, hook, reporter(progress)))
 
-        def one(client: Any, row: int) -> Awaitable[Completion]:
-            return self._complete(client, row, convs[row], prefixes[row] if prefixes else "", config, hook)
+    def _complete(self, batch: list[Row], config: GenerationConfig, hook: TokenHook | None,
+                  report: Report) -> list[Completion]:
+        """The synchronous :class:`ChatModel` path of :meth:`generate` (see :meth:`agenerate`)."""
+        return _run_sync(lambda: self._acomplete(batch, config, hook, report))
 
-        return await self._gather(len(convs), config, one, progress)
+    async def _acomplete(self, batch: list[Row], config: GenerationConfig, hook: TokenHook | None,
+                         report: Report) -> list[Completion]:
+        convs = [validate_messages(list(r.conversation), where=f"conversations[{r.index}]") for r in batch]
+
+        def one(client: Any, k: int) -> Awaitable[Completion]:
+            return self._request(client, batch[k].index, convs[k], batch[k].prefix, config, hook)
+
+        return await self._gather(len(batch), config, one, report)
 
     def complete_prompts(self, prompts: Sequence[str], config: GenerationConfig = GenerationConfig(), *,
                          progress: ProgressFn | None = None) -> list[Completion]:
@@ -189,7 +185,7 @@ class OpenAIChatModel:
 
     # -- one request, with retries ------------------------------------------------------------
 
-    async def _complete(self, client: Any, row: int, messages: list[dict[str, str]], prefix: str,
+    async def _request(self, client: Any, row: int, messages: list[dict[str, str]], prefix: str,
                         config: GenerationConfig, hook: TokenHook | None) -> Completion:
         body = self._body(row, messages, prefix, config, stream=hook is not None)
         if hook is None:

@@ -24,9 +24,8 @@ from typing import Any, Literal
 from ..errors import MissingExtraError, SpecError
 from ._chat import render_chat
 from ._replay import replay_hook
-from ._types import (
-    Completion, Conversation, GenerationConfig, ProgressFn, TokenHook, check_prefixes,
-)
+from ._base import Backend, Report, Row
+from ._types import Completion, GenerationConfig, TokenHook
 
 # vLLM only accepts these values for max_lora_rank.
 _LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -46,10 +45,11 @@ def _import_vllm() -> Any:
     return vllm
 
 
-class VLLMChatModel:
+class VLLMChatModel(Backend):
     """A vLLM ``LLM`` engine behind :class:`ChatModel`."""
 
     hook_mode: Literal["live", "post-hoc"] = "post-hoc"
+    trim_answers = False  # the engine's text as it decoded it
 
     def __init__(self, llm: Any, tokenizer: Any, *, spec: str, lora_request: Any = None,
                  eos_ids: Sequence[int] = ()):
@@ -102,23 +102,14 @@ class VLLMChatModel:
         kwargs.update(engine_kwargs)
         return cls(vllm.LLM(**kwargs), tok, spec=spec, lora_request=lora, eos_ids=_generation_eos(path))
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        config: GenerationConfig = GenerationConfig(),
-        *,
-        prefixes: Sequence[str] | None = None,
-        hook: TokenHook | None = None,
-        progress: ProgressFn | None = None,
-    ) -> list[Completion]:
-        check_prefixes(conversations, prefixes)
+    def _complete(self, batch: list[Row], config: GenerationConfig, hook: TokenHook | None,
+                  report: Report) -> list[Completion]:
         from vllm import SamplingParams
 
         tok = self.tokenizer
         prompts, params = [], []
-        for i, conv in enumerate(conversations):
-            text = render_chat(tok, conv, add_generation_prompt=True,
-                               assistant_prefix=prefixes[i] if prefixes else "")
+        for r in batch:
+            text = render_chat(tok, r.conversation, add_generation_prompt=True, assistant_prefix=r.prefix)
             prompts.append({"prompt_token_ids": tok(text, add_special_tokens=False).input_ids})
             params.append(SamplingParams(
                 max_tokens=config.max_new_tokens,
@@ -126,7 +117,7 @@ class VLLMChatModel:
                 top_p=1.0 if config.greedy else config.top_p,
                 stop=list(config.stop) or None,
                 stop_token_ids=list(self._eos_ids),
-                seed=None if config.seed is None else config.seed + i,
+                seed=None if config.seed is None else config.seed + r.index,
                 logprobs=0 if config.logprobs else None,  # 0 = only the chosen token's logprob
             ))
         results: list[Completion] = []
@@ -134,9 +125,8 @@ class VLLMChatModel:
             outs = self.llm.generate(prompts[start:start + _CHUNK], params[start:start + _CHUNK],
                                      use_tqdm=False, lora_request=self.lora_request)
             for k, out in enumerate(outs):
-                results.append(self._completion(start + k, out, config, hook))
-            if progress:
-                progress(len(outs))
+                results.append(self._completion(batch[start + k].index, out, config, hook))
+            report(len(outs))
         return results
 
     def _completion(self, row: int, out: Any, config: GenerationConfig, hook: TokenHook | None) -> Completion:
