@@ -45,7 +45,7 @@ def run_and_print(pc: Any, out: Path, title: str) -> None:
         (rows, attacks, sets), files = run_pipeline(pc, out, progress)
     print_summary(summary_table(rows, attacks, sets, title))
     console.print(f"report: {files.html}  ({time.perf_counter() - t0:.0f} s)")
-    console.print(_stage_times(out / "timings.json"))
+    console.print(_stage_times(out / "timings.json"), soft_wrap=True)  # one line in a log, however long
 
 
 def summary_table(rows: list[Any], attacks: list[str], sets: list[str], title: str) -> Table:
