@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,42 @@ def tokenizer(tiny_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_dir))
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """The console entry point in-process, in a wide terminal: returns (exit code, stdout, stderr)."""
+    from safethink.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["safethink", *args])
+        monkeypatch.setenv("COLUMNS", "250")
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def adapted_model(tiny_dir, tmp_path):
+    """The tiny model with a random LoRA adapter (q and v projections) that changes its states and answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from safethink.models import load_model
+
+    torch.manual_seed(0)
+    net = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_dir)),
+                         LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # B starts at zero: make the adapter change the model
+    net.save_pretrained(str(tmp_path / "adapter"))
+    return load_model(f"hf:{tiny_dir}", adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32")

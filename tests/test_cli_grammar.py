@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -45,23 +44,7 @@ def option(cmd, decl: str):
                 None)
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """The console entry point in-process: returns (exit code, stdout, stderr)."""
-    from safethink.cli import main
 
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["safethink", *args])
-        monkeypatch.setenv("COLUMNS", "250")
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def answers(tmp_path: Path) -> Path:

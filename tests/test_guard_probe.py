@@ -51,27 +51,11 @@ def test_guard_options_are_checked():
         GUARDS.create("probe", probe=RequestProbe(1, "last", [0.0], [1.0], [0.0], 0.0, 0.5, "m"), threshold=3.0)
 
 
-def _adapted(tiny_dir, tmp_path):
-    """The tiny model with a random LoRA adapter that changes its states and its answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from safethink.models import load_model
-
-    torch.manual_seed(0)
-    net = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_dir)),
-                         LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)  # B starts at zero: make the adapter change the states
-    net.save_pretrained(str(tmp_path / "adapter"))
-    return load_model(f"hf:{tiny_dir}", adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32")
 
 
-def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
-    adapted = _adapted(tiny_dir, tmp_path)
+
+def test_base_states_switch_the_adapter_off(tiny_model, adapted_model):
+    adapted = adapted_model
     convs = [conv("hello there"), conv(SAFE[1])]
     plain = prompt_states(tiny_model, convs, layers=[2])
     assert not np.allclose(prompt_states(adapted, convs, layers=[2]), plain, atol=1e-3)
@@ -84,8 +68,8 @@ def test_base_states_switch_the_adapter_off(tiny_model, tiny_dir, tmp_path):
     assert [o.text for o in outs] == [c.text for c in adapted.generate(convs, CFG)]
 
 
-def test_route_base_answers_low_scores_with_the_base_model(tiny_model, tiny_dir, tmp_path):
-    adapted = _adapted(tiny_dir, tmp_path)
+def test_route_base_answers_low_scores_with_the_base_model(tiny_model, adapted_model):
+    adapted = adapted_model
     convs = [conv(SAFE[0]), conv("what is the capital of France"), conv(HARM[0])]
     rng = np.random.default_rng(0)
     d = tiny_model.model.config.hidden_size

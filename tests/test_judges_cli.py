@@ -19,23 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=280, env={**os.environ, "COLUMNS": "200"})
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """The same entry point in-process: returns (exit code, stdout, stderr)."""
-    from safethink.cli import main
 
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["safethink", *args])
-        monkeypatch.setenv("COLUMNS", "200")
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def one_line_error(result: tuple[int, str, str]) -> str:

@@ -55,26 +55,13 @@ def test_encode_restores_the_padding_side_and_gives_offsets(tiny_model):
     assert batch.offsets is not None and batch.offsets[1][-1][1] == len(TEXTS[1])
 
 
-def _adapted(tiny_dir, tmp_path):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    net = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_dir)),
-                         LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)  # B starts at zero: make the adapter change the logits
-    net.save_pretrained(str(tmp_path / "adapter"))
-    return load_model(f"hf:{tiny_dir}", adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32")
 
 
-def test_adapter_off_gives_the_base_logits_and_merges_back(tiny_model, tiny_dir, tmp_path):
+
+def test_adapter_off_gives_the_base_logits_and_merges_back(tiny_model, adapted_model):
     import torch
 
-    adapted = white_box(_adapted(tiny_dir, tmp_path), "test")
+    adapted = white_box(adapted_model, "test")
     plain = white_box(tiny_model, "test")
     base = plain.logits(plain.encode(TEXTS)).float()
     batch = adapted.encode(TEXTS)
