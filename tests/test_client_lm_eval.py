@@ -12,9 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import httpx
 import pytest
 from _venvs import tool_python
 from test_guard_scripted import Scripted
+from test_serve_cli import serve_command
 from test_serve_openai import serving
 
 from safethink.data.lm_eval import TASK_DIR
@@ -125,39 +124,14 @@ def test_lm_eval_scores_a_served_model(lm_eval_python, tiny_model, tmp_path):
     assert by_doc[2]["resps"][0][0] == "I do not know." and by_doc[2]["exact_match"] == 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_lm_eval_against_safethink_serve_with_the_bundled_model(lm_eval_python, bundled_dir, tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SAFETHINK_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "safethink.cli", "serve", "--model", "smollm2-135m",
-                             "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.5)
+    with serve_command(["--model", "smollm2-135m", "--device", "cpu"], tmp_path, env) as url:
         start = time.monotonic()
         results = run_lm_eval(lm_eval_python, url, "smollm2-135m", tmp_path / "out", concurrent=4)
         print(f"lm-eval against smollm2-135m: {time.monotonic() - start:.1f} s, {results['results'][TASK]}")
         health = httpx.get(f"{url}/health").json()
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
     scores = results["results"][TASK]
     assert results["n-samples"][TASK] == {"original": 20, "effective": 20}
     for metric in ("exact_match,none", "contains,none"):

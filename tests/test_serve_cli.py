@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -24,36 +27,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.timeout(240)
-def test_serve_command_answers_openai_clients(tiny_dir, tmp_path):
+@contextlib.contextmanager
+def serve_command(args: list[str], log_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """``safethink serve ARGS`` on a free port of 127.0.0.1 in its own process, once /health answers; yields its
+    URL and stops it after. Its output goes to ``log_dir/server.log``, shown if it dies while starting."""
     port = free_port()
-    env = {**os.environ, "SAFETHINK_API_KEY": "env-key", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "safethink.cli", "serve", "--model", f"hf:{tiny_dir}", "--port", str(port),
-           "--guard", "r2d", "--model-name", "tiny", "--device", "cpu"]
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log = (log_dir / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "safethink.cli", "serve", *args, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert proc.poll() is None, (log_dir / "server.log").read_text()
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.5)
-        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
-        assert health["guard"] == "r2d" and health["model"] == "tiny"
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="env-key", max_retries=0)
-        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
-        assert isinstance(r.choices[0].message.content, str) and r.usage.completion_tokens >= 1
-        with pytest.raises(openai.AuthenticationError):  # the key came from the environment
-            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="other", max_retries=0).models.list()
+        yield url
     finally:
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+@pytest.mark.timeout(240)
+def test_serve_command_answers_openai_clients(tiny_dir, tmp_path):
+    env = {**os.environ, "SAFETHINK_API_KEY": "env-key", "HF_HUB_OFFLINE": "1"}
+    args = ["--model", f"hf:{tiny_dir}", "--guard", "r2d", "--model-name", "tiny", "--device", "cpu"]
+    with serve_command(args, tmp_path, env) as url:
+        health = httpx.get(f"{url}/health").json()
+        assert health["guard"] == "r2d" and health["model"] == "tiny"
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="env-key", max_retries=0)
+        r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        assert isinstance(r.choices[0].message.content, str) and r.usage.completion_tokens >= 1
+        with pytest.raises(openai.AuthenticationError):  # the key came from the environment
+            openai.OpenAI(base_url=f"{url}/v1", api_key="other", max_retries=0).models.list()
 
 
 def test_serve_rejects_a_bad_guard_before_loading(tiny_dir):
