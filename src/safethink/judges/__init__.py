@@ -15,7 +15,8 @@ from ._base import JUDGES, OUTCOMES, Judge, JudgeInput, Measure, Outcome, Verdic
 from ._classifier import RefusalClassifierJudge
 from ._default import DefaultJudge
 from ._keyword import GCGKeywordJudge, JBBKeywordJudge, KeywordJudge, XSTestKeywordJudge
-from ._llm import HarmBenchJudge, LlamaGuardJudge, LLMJudge, StrongRejectJudge, strongreject_score
+from ._harm import HarmBenchJudge, LlamaGuardJudge, StrongRejectJudge, strongreject_score
+from ._llm import LLMJudge
 from ._load import load_judge
 from ._no_answer import find_no_answer, judge_answers
 from ._spec import format_judge_spec, parse_judge_args, parse_judge_spec
