@@ -35,8 +35,9 @@ from ..data._training import (
     MANIFEST, FORMAT_VERSION, Manifest, ShardInfo, TrainingRecord, content_hash, file_sha256, shard_name,
 )
 from ..errors import EndpointError, InputError, SafethinkError
-from ..io import append_log, atomic_write_text, read_log
+from ..io import atomic_write_text
 from ._evolve import TWIN_STYLE, LLMEvolver, RuleEvolver
+from ._journal import Journal, shard_line, shard_ok
 from ._plan import BuildConfig, PlanItem, eval_prompts_for, make_plan
 from ._render import render_r2d, render_scot
 from ._retain import RetainAnswerer
@@ -94,41 +95,6 @@ def load_teacher(spec: str, policy: Policy, *, seed: int = 0, concurrency: int =
                            retag=retag)
 
 
-class _Journal:
-    """Append-only, fsynced JSONL; the last line of an id wins (a failed record retried later)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.records: dict[str, dict] = {}
-        for obj in read_log(path):  # a line a crash tore is left out; that record is rebuilt
-            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-                self.records[obj["id"]] = obj
-
-    def add(self, recs: list[dict]) -> None:
-        append_log(self.path, recs)
-        for r in recs:
-            self.records[r["id"]] = r
-
-    def done(self, rid: str) -> bool:
-        """Whether record ``rid`` is written (by the teacher or a fallback), not missing or failed."""
-        entry = self.records.get(rid)
-        return entry is not None and "failed" not in entry
-
-
-def _shard_line(entry: dict) -> str:
-    """A journalled record as its shard line (the journal's own bookkeeping left out)."""
-    return json.dumps({k: v for k, v in entry.items() if k != "fallback"}, ensure_ascii=False) + "\n"
-
-
-def _shard_ok(path: Path, ids: list[str]) -> bool:
-    try:
-        with path.open(encoding="utf-8") as f:
-            got = [json.loads(line)["id"] for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return False
-    return got == ids
-
-
 def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | None = None,
                   teacher: Any = None, retain_model: Any = None, cache_dir: str | Path | None = None,
                   overwrite: bool = False) -> BuildResult:
@@ -184,8 +150,8 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
     writers = _Writers(teacher, evolver, rule_evolver, structured, fallback=cfg.fallback == "structured")
     answerer = RetainAnswerer(cfg.model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                               cache_dir=cache_dir, model_obj=retain_model)
-    journal = _Journal(out / WORK / "journal.jsonl")
-    twin_journal = _Journal(out / WORK / "twins.jsonl")
+    journal = Journal(out / WORK / "journal.jsonl")
+    twin_journal = Journal(out / WORK / "twins.jsonl")
     resumed = sum(journal.done(i) for i in journal.records)
     chunks = [plan[i:i + cfg.shard_size] for i in range(0, len(plan), cfg.shard_size)]
     built = 0
@@ -198,7 +164,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
         skipped = len(planned) - len(chunk)
         ids = [it.id for it in chunk]
         all_ids += ids
-        if not (path.is_file() and _shard_ok(path, ids)):
+        if not (path.is_file() and shard_ok(path, ids)):
             todo = [it for it in chunk if not journal.done(it.id)]
             step = max(cfg.batch_size, cfg.concurrency * 4)
             benign_chunk = [it for it in chunk if it.kind == "retain"]
@@ -217,7 +183,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
             if not all(journal.done(i) for i in ids):
                 done += len(planned)
                 continue  # a record failed: no shard until a resumed build writes it
-            atomic_write_text(path, "".join(_shard_line(journal.records[i]) for i in ids))
+            atomic_write_text(path, "".join(shard_line(journal.records[i]) for i in ids))
         done += len(planned)
         shard_infos.append(ShardInfo(file=path.name, sha256=file_sha256(path), records=len(chunk)))
     failed = {i: journal.records[i]["failed"] for i in all_ids if i in journal.records and not journal.done(i)}
@@ -240,7 +206,7 @@ def build_dataset(cfg: BuildConfig, out: str | Path, *, progress: Progress | Non
                        fallbacks={t: f["ids"] for t, f in fallbacks.items()})
 
 
-def _fallbacks(ids: list[str], journal: _Journal) -> dict[str, dict[str, Any]]:
+def _fallbacks(ids: list[str], journal: Journal) -> dict[str, dict[str, Any]]:
     """Per failing teacher: how many records the structured teacher wrote instead, their ids and errors."""
     out: dict[str, dict[str, Any]] = {}
     for i in ids:
@@ -254,7 +220,7 @@ def _fallbacks(ids: list[str], journal: _Journal) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _write_twins(chunk: list[PlanItem], journal: _Journal, evolver: Any, work: Path) -> list[PlanItem]:
+def _write_twins(chunk: list[PlanItem], journal: Journal, evolver: Any, work: Path) -> list[PlanItem]:
     """The chunk with each twin's prompt filled in by the teacher; twins it could not write are left out.
 
     An endpoint failure stops the build: the twin is not journalled, so a rerun asks for it again."""
@@ -279,13 +245,13 @@ def _write_twins(chunk: list[PlanItem], journal: _Journal, evolver: Any, work: P
     return out
 
 
-def _written_twins(plan: list[PlanItem], journal: _Journal) -> list[PromptRecord]:
+def _written_twins(plan: list[PlanItem], journal: Journal) -> list[PromptRecord]:
     """The twins the teacher wrote, as prompts (record ids), for the evaluation-overlap check."""
     return [PromptRecord(id=it.id, prompt=journal.records[it.id]["prompt"], label="benign", source=it.source)
             for it in plan if it.style == TWIN_STYLE and journal.records[it.id]["prompt"] is not None]
 
 
-def _twin_summary(plan: list[PlanItem], journal: _Journal) -> dict[str, Any]:
+def _twin_summary(plan: list[PlanItem], journal: Journal) -> dict[str, Any]:
     entries = [(it, journal.records[it.id]) for it in plan if it.style == TWIN_STYLE]
     failed = [{"twin_of": it.twin_of, "error": e["error"]} for it, e in entries if e["prompt"] is None]
     return {"counts": {"written": len(entries) - len(failed), "skipped": len(failed)},
