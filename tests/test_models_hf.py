@@ -178,3 +178,21 @@ def test_an_adapter_is_merged_for_speed_and_still_switches_off(model, tmp_path):
     assert (want - want_base).abs().max() > 1e-2  # the adapter changes the model
     assert torch.allclose(got, want, atol=1e-4) and torch.allclose(got_base, want_base, atol=1e-5)
     assert all(m.merged for m in layers) and torch.allclose(again, want, atol=1e-4)
+
+
+def test_length_batches_keep_long_texts_from_padding_short_ones():
+    from safethink.models._base import length_batches
+
+    lengths = [60, 1300, 50, 400, 55, 300, 45, 64, 250]
+    batches = length_batches(lengths, 3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each index exactly once
+    assert batches[0] == [1]  # the 1,300-token text alone: the next is under half its length
+    assert batches[1] == [3, 5, 8]  # 400, 300, 250: within half of 400, and batch_size caps it at 3
+    for b in batches:
+        assert len(b) <= 3
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+        assert min(lengths[i] for i in b) >= 0.5 * lengths[b[0]]
+    assert length_batches([10, 10, 10], 2) == [[0, 1], [2]]
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError):
+        length_batches([1], 0)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import SafethinkError, SpecError
 from ._chat import render_chat
-from ._base import Backend, Report, Row
+from ._base import Backend, Report, Row, length_batches
 from ._types import Completion, Conversation, GenerationConfig, TokenEvent, TokenHook
 
 log = logging.getLogger(__name__)
@@ -141,15 +141,15 @@ class HFChatModel(Backend):
                   report: Report) -> list[Completion]:
         texts = [self.render(r.conversation, r.prefix) for r in batch]
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        # Sort by length so each batch pads little; restore the caller's order at the end.
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        # Batches of similar length pad little; the caller's order is restored at the end.
         results: list[Completion | None] = [None] * len(texts)
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start:start + config.batch_size]
+        start = 0
+        for idx in length_batches(lengths, config.batch_size):
             outs = self._generate_batch([texts[i] for i in idx], [batch[i].index for i in idx], config, hook,
                                         seed=None if config.seed is None else config.seed + start)
             for i, out in zip(idx, outs):
                 results[i] = out
+            start += len(idx)
             report(len(idx))
         return [r for r in results if r is not None]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..models import ChatModel, Conversation, ProgressFn
+from ..models._base import length_batches
 from ..models._whitebox import WhiteBox, white_box
 from ._base import Pool
 
@@ -41,12 +42,10 @@ def prompt_states(model: ChatModel | WhiteBox, conversations: Sequence[Conversat
     tok = wb.tokenizer
     texts = [wb.render(c) for c in conversations]
     lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # batches of similar length pad little
     out: list[Any] = [None] * len(texts)
     if base:
         wb.adapter_off("read the base model's states")  # fail before any work
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in length_batches(lengths, batch_size):  # batches of similar length pad little
         batch = wb.encode([texts[i] for i in idx])
         off = wb.adapter_off("read the base model's states") if base else contextlib.nullcontext()
         with torch.inference_mode(), off:

@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import SpecError
 from ..io import atomic_write_text
 from ..models import ChatModel, Conversation, ProgressFn
+from ..models._base import length_batches
 from ._base import TUNED_FORMAT, read_probe_json
 from ._cv import route_at_fnr, threshold_with_negatives
 from ._states import model_parts
@@ -125,11 +126,9 @@ class TunedProbe:
             return []
         self._ensure()
         self._net.eval()
-        order = sorted(range(len(conversations)), key=lambda i: -len(self._render(conversations[i])))
         out = [0.0] * len(conversations)
         with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
+            for idx in length_batches([len(self._render(c)) for c in conversations], batch_size):
                 for i, p in zip(idx, torch.sigmoid(self.logits([conversations[i] for i in idx])).tolist()):
                     out[i] = float(p)
         return out
