@@ -119,7 +119,12 @@ class HFChatModel(Backend):
 
         dev, torch_dtype = pick_device_dtype(device, dtype)
         tok = load_tokenizer(path, adapter)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        extra: dict[str, Any] = {}
+        if dev == "cpu":
+            from ._attention import register_cpu_attention
+
+            extra["attn_implementation"] = register_cpu_attention()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **extra)
         if adapter:
             model = attach_adapter(model, tok, adapter)
             # LoRA weights folded into the base weights: the same function with one matmul per layer instead of
