@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._numeric import fit_logistic
 from ..errors import MissingExtraError, SpecError
 
 
@@ -59,16 +60,15 @@ PREFIX_RULE_COLUMN = -1
 
 def fit(generated: Source, real: Sequence[Source], settings: FitSettings) -> Fitted:
     """One logistic-regression head on the generated texts plus the real answers, standardised features."""
-    try:
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        raise MissingExtraError("scikit-learn", "embed", "training the refusal classifier") from None
     X = np.vstack([generated.X, *(s.X for s in real)]).astype(np.float64)
     y = np.concatenate([generated.y, *(s.y for s in real)]).astype(int)
     w = np.concatenate([np.ones(len(generated.y)), *(np.full(len(s.y), settings.real_weight) for s in real)])
     mean = X.mean(axis=0)
     scale = np.maximum(X.std(axis=0), 1e-3)  # MiniLM has a few near-constant dimensions
-    clf = LogisticRegression(C=settings.C, max_iter=3000).fit((X - mean) / scale, y, sample_weight=w)
+    try:
+        clf = fit_logistic((X - mean) / scale, y, c=settings.C, max_iter=3000, sample_weight=w)
+    except ImportError:
+        raise MissingExtraError("scikit-learn", "embed", "training the refusal classifier") from None
     return Fitted(mean=mean, scale=scale, coef=clf.coef_[0].copy(), intercept=float(clf.intercept_[0]))
 
 

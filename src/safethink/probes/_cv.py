@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .._numeric import fit_logistic
 from ..errors import SpecError
 from ..models import ChatModel, Conversation, ProgressFn
 from ._base import Pool
@@ -81,7 +82,6 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
     estimate for unseen requests of the same kinds, not a rate on requests fitted on. ``metrics["negatives"]``
     records which criterion set the threshold and the out-of-fold rate, overall and per kind."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -120,7 +120,7 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
         oof = np.zeros(len(y))
         for tr, te in splits:
             xt, mu, sd = standardise(x[tr])
-            clf = LogisticRegression(C=c, max_iter=2000).fit(xt, y[tr])
+            clf = fit_logistic(xt, y[tr], c=c, max_iter=2000)
             oof[te] = clf.decision_function((x[te] - mu) / sd)
         auc[layer_ids[j]] = float(roc_auc_score(y, oof))
         oofs[layer_ids[j]] = oof
@@ -136,7 +136,7 @@ def fit_probe_on_states(states: Any, labels: Sequence[int], groups: Sequence[str
     mus, sds, ws, bs = [], [], [], []
     for L in chosen:  # the averaged regressions as one linear model on the concatenated states
         xs, mu, sd = standardise(states[:, layer_ids.index(L)].astype(np.float64))
-        clf = LogisticRegression(C=c, max_iter=2000).fit(xs, y)
+        clf = fit_logistic(xs, y, c=c, max_iter=2000)
         mus.append(mu)
         sds.append(sd)
         ws.append(clf.coef_[0] / size)
