@@ -50,7 +50,8 @@ class TrainConfig(BaseModel):
                             "examples whose prompt alone is longer are dropped.")
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that supports it, else fp32.")
+        "auto", description="auto: bf16 on a GPU that supports it or a CPU with bf16 matrix units "
+        "(AVX-512 BF16, AMX), else fp32.")
     gradient_checkpointing: bool = False
     # --- losses
     retain_weight: float = Field(1.0, ge=0.0, description="SCoT lambda: loss = CE(refusal) + lambda * CE(retain).")
