@@ -61,6 +61,11 @@ class EvalResult:
     """Stored attempts that got a verdict from a judge added since they were run."""
 
 
+CHUNK_BATCHES = 4
+"""Generation batches per chunk of attempts: a chunk is attacked, generated, judged and stored at once, so a crash
+loses at most one chunk's work."""
+
+
 def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
              models: dict[str, Any] | None = None) -> EvalResult:
     """Run (or resume) every attempt of the spec's matrix and store it; see :class:`EvalResult`.
@@ -102,7 +107,10 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
             c.keys = [attempt_key(c.model.spec, hashes[mk], dkeys[c.defence.key], c.attack.key, c.dataset.key, r.id, spec.seed)
                       for r in c.records]
             done = store.done_keys(c.keys)
-            c.pending = [i for i, k in enumerate(c.keys) if k not in done]
+            # Longest requests first: each batch the backend gets then holds requests of similar length, which
+            # it can generate without padding short ones to a long one (attempt keys do not depend on order).
+            c.pending = sorted((i for i, k in enumerate(c.keys) if k not in done),
+                               key=lambda i, c=c: -_request_chars(c.records[i]))
         planned = sum(len(c.keys) for c in cells)
         todo = sum(len(c.pending) for c in cells)
         emit(ProgressEvent("plan", total=todo, done=planned - todo))
@@ -126,16 +134,18 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
             dtype = str(getattr(getattr(model, "model", None), "dtype", ""))  # what "auto" chose on this machine
             model = SharedAnswers(model, store, [m.spec, hashes[mk], m.options, dtype])
             try:
-                # Batches span cells of the same defence, so small cells still fill a batch
-                # (batch size is the main lever on generation speed).
+                # Chunks span cells of the same defence, so small cells still fill a batch (batch size is the
+                # main lever on generation speed); a chunk holds several batches, which the backend regroups by
+                # prompt length (attack templates differ in length), and is stored as soon as it is judged.
+                chunk = gen_cfg.batch_size * CHUNK_BATCHES
                 for d in spec.defences:
                     queue = [(c, i) for c in mine if c.defence is d for i in c.pending]
                     if not queue:
                         continue
                     title = f"{m.display} | {d.display}"
                     emit(ProgressEvent("cell", total=len(queue), cell=title))
-                    for start in range(0, len(queue), gen_cfg.batch_size):
-                        items = queue[start:start + gen_cfg.batch_size]
+                    for start in range(0, len(queue), chunk):
+                        items = queue[start:start + chunk]
                         rows = _run_batch(items, model, attacks, guards[d.key], judges, gen_cfg, spec.seed,
                                           run_id, hashes[mk], styles[mk], gen_json)
                         added += store.add(rows)
@@ -148,6 +158,11 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
         store.finish_run(run_id, added)
     return EvalResult(run_id=run_id, out_dir=spec.out_dir, store_path=spec.store_path, planned=planned,
                       skipped=planned - todo, added=added, rejudged=rejudged)
+
+
+def _request_chars(record: Any) -> int:
+    """A request's length in characters, its context and earlier turns included (orders a cell's requests)."""
+    return len(record.prompt) + len(record.context or "") + sum(len(m.content) for m in record.history)
 
 
 def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any], guard: Any,
