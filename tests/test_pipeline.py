@@ -72,6 +72,7 @@ def _frozen_spec_dicts(s: dict, out: Path) -> list[dict]:
 def _settings(cfg: QuickstartConfig) -> dict:
     d = dataclasses.asdict(cfg)
     d.pop("out")
+    d.pop("workers")  # how many processes run the stages, not what they compute
     return d
 
 
@@ -165,6 +166,7 @@ def test_run_a_yaml_file_on_the_tiny_model_writes_the_quickstart_layout_and_resu
     config.write_text(f"""extends: quickstart
 name: tiny
 model: "hf:{tiny_dir}"
+workers: 2
 split: {{train_harmful: 2}}
 data: {{evolve: none, retain_tokens: 4}}
 train: {{overrides: {{max_steps: 1, batch_size: 2}}}}
@@ -196,9 +198,14 @@ eval:
                                  "max_new_tokens": 6, "eval_harmful": 2, "eval_benign": 1, "eval_realistic": 2,
                                  "probe_wrapper": False}, out)
     assert Plan.from_config(pc, out).spec_dicts() == frozen
-    timings = json.loads((out / "timings.json").read_text())["stages"]
-    assert list(timings) == ["split", "data", "train scot", "train r2d",
-                             *[f"eval {s['defences'][0]['name']}" for s in frozen], "report"]
+    timings = json.loads((out / "timings.json").read_text())
+    stages = list(timings["stages"])  # in the order they finished: two worker processes ran them side by side
+    assert sorted(stages) == sorted(["split", "data", "train scot", "train r2d",
+                                     *[f"eval {s['defences'][0]['name']}" for s in frozen], "report"])
+    assert stages[:2] == ["split", "data"] and stages[-1] == "report"
+    assert stages.index("eval R2D + pivot guard") > stages.index("eval R2D") > stages.index("train r2d")
+    assert stages.index("eval SCoT") > stages.index("train scot")
+    assert timings["machine"]["workers"] == 2
     with open_store(out / "eval") as st:
         n = st.count()
     assert n == 5 * (2 * 2 + 3 + 2)
@@ -218,6 +225,7 @@ def test_a_mix_takes_per_source_limits_to_the_data_stage(tmp_path, tiny_dir, mon
     config = tmp_path / "mix.yaml"
     config.write_text(f"""extends: quickstart
 model: "hf:{tiny_dir}"
+workers: 1
 data:
   evolve: none
   retain_tokens: 4
@@ -240,10 +248,10 @@ eval:
     class Stop(Exception):
         pass
 
-    def stop(specs, progress=None):
+    def stop(spec, progress=None):
         raise Stop  # only the data and training stages: stop before evaluation
 
-    monkeypatch.setattr(run_module, "run_evaluations", stop)
+    monkeypatch.setattr(run_module, "run_evaluation", stop)
     with pytest.raises(Stop):
         run_plan(plan)
     counts = read_manifest(tmp_path / "out" / "data" / "scot").counts

@@ -87,7 +87,9 @@ def _stage_times(path: Path) -> str:
     t = json.loads(path.read_text(encoding="utf-8"))
     parts = ", ".join(f"{k} {v:.0f} s" for k, v in t["stages"].items())
     m = t["machine"]
-    return f"stages: {parts} ({m['cpus']} CPUs, {m['auto_dtype']} on {m['device']}; {path})"
+    workers = m.get("workers", 1)
+    side = f", {workers} workers of {m['threads_per_worker']} thread(s) side by side" if workers > 1 else ""
+    return f"stages: {parts} ({m['cpus']} CPUs, {m['auto_dtype']} on {m['device']}{side}; {path})"
 
 
 def run(

@@ -14,7 +14,7 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -152,6 +152,9 @@ class PipelineConfig(_Strict):
     fast: bool = Field(False, description="A smoke run (named so in the table's title).")
     model: str = "smollm2-135m"
     seed: int = 0
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Processes that run independent stages side by side (trainings, probe fits, "
+        "evaluation rows), sharing the CPU cores; auto: 2 on a CPU with at least 2 cores, else 1.")
     split: SplitSettings = Field(default_factory=SplitSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -179,7 +182,7 @@ class PipelineConfig(_Strict):
         limits = {d.source: d.limit for d in self.eval.datasets}
         p, w = self.probes, self.probes.wrapper
         return QuickstartConfig(
-            out=Path(out), model=self.model, fast=self.fast, seed=self.seed,
+            out=Path(out), model=self.model, fast=self.fast, seed=self.seed, workers=self.workers,
             eval_fraction=self.split.eval_fraction, eval_harmful=limits.get("split:harmful_eval") or 0,
             eval_benign=limits.get("split:twins_eval") or 0, eval_realistic=limits.get(REALISTIC_TEST),
             train_harmful=self.split.train_harmful, extra_benign_ratio=self.split.extra_benign_ratio,

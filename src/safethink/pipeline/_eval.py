@@ -63,6 +63,13 @@ def eval_specs(cfg: QuickstartConfig, datasets: list[dict[str, Any]], runs: dict
     return [parse_spec(d, source="quickstart") for d in spec_dicts(cfg, datasets, runs, variants, judges)]
 
 
+def run_evaluation(spec: dict[str, Any], progress: StageProgress = _quiet) -> Path:
+    """One row's eval spec (a dict of :func:`spec_dicts`, so it travels to a worker process as plain data)."""
+    from ..eval import parse_spec
+
+    return run_evaluations([parse_spec(spec, source="quickstart")], progress)
+
+
 def run_evaluations(specs: list[Any], progress: StageProgress = _quiet) -> Path:
     from ..eval import run_eval
 

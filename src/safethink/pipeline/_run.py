@@ -12,10 +12,11 @@ from typing import Any
 
 from ..io import atomic_write_text
 from ._config import Arm, Mix, PipelineConfig, load_pipeline
-from ._eval import SummaryRow, realistic_eval_dataset, run_evaluations, spec_dicts, summarise
+from ._eval import SummaryRow, realistic_eval_dataset, run_evaluation, spec_dicts, summarise
 from ._probes import fit_quickstart_probe, fit_quickstart_wrapper
 from ._settings import StageProgress, QuickstartConfig, Variant, _quiet, resolve_variants
 from ._stages import _retain_ratio, build_training_sets, split_seed_set, train_adapter
+from ._workers import Task, resolve_workers, run_tasks
 
 Summary = tuple[list[SummaryRow], list[str], list[str]]
 """``summarise``'s rows, attacks and benign sets: the before/after table."""
@@ -107,21 +108,33 @@ def run_plan(plan: Plan, progress: StageProgress = _quiet) -> tuple[Summary, Any
                                         benign_limit=mix.benign_limit, drop_eval_overlap=mix.drop_eval_overlap,
                                         overlap_threshold=mix.overlap_threshold)
             data.update({(name, m): p for m, p in built.items()})
-    runs = {}
-    for arm in plan.arms:
-        with clock(f"train {arm.name}"):
-            runs[arm.name] = train_adapter(cfg, arm.method, data[(arm.mix, arm.method)], cfg.out / "runs" / arm.name,
-                                           arm.overrides, progress, preset=arm.preset)
+    tasks = [Task(f"train {arm.name}", train_adapter,
+                  (cfg, arm.method, data[(arm.mix, arm.method)], cfg.out / "runs" / arm.name, arm.overrides),
+                  {"preset": arm.preset}) for arm in plan.arms]
+    runs = {arm.name: cfg.out / "runs" / arm.name for arm in plan.arms}
+    probes: dict[str, str] = {}  # a probe's file -> the stage that fits it (rows whose guard reads it wait for it)
     if cfg.probe:
-        with clock("probe"):
-            fit_quickstart_probe(cfg, splits, progress)
+        probes[str(cfg.probe_path)] = "probe"
+        tasks.append(Task("probe", fit_quickstart_probe, (cfg, splits)))
     if cfg.probe_wrapper:
-        with clock("wrapper probe"):
-            fit_quickstart_wrapper(cfg, splits, progress)
-    specs = [parse_spec(d, source="quickstart") for d in plan.spec_dicts(runs)]
-    for spec in specs:
-        with clock(f"eval {spec.defences[0].display}"):
-            eval_dir = run_evaluations([spec], progress)
+        probes[str(cfg.wrapper_path)] = "wrapper probe"
+        tasks.append(Task("wrapper probe", fit_quickstart_wrapper, (cfg, splits)))
+    specs = plan.spec_dicts(runs)
+    first_of: dict[Any, str] = {}  # the first row of each model + adapter generates the answers later rows reuse
+    for variant, spec in zip(plan.variants, specs):
+        name = f"eval {variant.name}"
+        after = [f"train {variant.adapter}"] if variant.adapter else []
+        after += [stage for path, stage in probes.items() if path in json.dumps(variant.guard_args)]
+        key = (spec["models"][0]["spec"], spec["models"][0].get("adapter"))
+        if key in first_of:
+            after.append(first_of[key])
+        else:
+            first_of[key] = name
+        tasks.append(Task(name, run_evaluation, (spec,), after=tuple(dict.fromkeys(after))))
+    workers, threads = resolve_workers(cfg.workers, clock.machine["device"])
+    clock.machine.update(workers=workers, threads_per_worker=threads if workers > 1 else clock.machine["torch_threads"])
+    run_tasks(tasks, workers=workers, threads=threads, progress=progress, started=clock.start, finished=clock.stop)
+    eval_dir = cfg.out / "eval"
     progress("report", 0, 0)
     with clock("report"):
         files = render_report(eval_dir)
@@ -136,19 +149,26 @@ class StageClock:
     def __init__(self, path: Path, model: str):
         self.path = path
         self.stages: dict[str, float] = {}
+        self._running: dict[str, float] = {}
         self.started = time.perf_counter()
         self.machine = _machine_facts(model)
 
     @contextmanager
     def __call__(self, stage: str):
-        t0 = time.perf_counter()
+        self.start(stage)
         try:
             yield
         finally:
-            self.stages[stage] = round(time.perf_counter() - t0, 1)
-            atomic_write_text(self.path, json.dumps({
-                "stages": self.stages, "total_seconds": round(time.perf_counter() - self.started, 1),
-                "machine": self.machine}, indent=1))
+            self.stop(stage)
+
+    def start(self, stage: str) -> None:
+        self._running[stage] = time.perf_counter()
+
+    def stop(self, stage: str) -> None:
+        self.stages[stage] = round(time.perf_counter() - self._running.pop(stage), 1)
+        atomic_write_text(self.path, json.dumps({
+            "stages": self.stages, "total_seconds": round(time.perf_counter() - self.started, 1),
+            "machine": self.machine}, indent=1))
 
 
 def _machine_facts(model: str) -> dict[str, Any]:

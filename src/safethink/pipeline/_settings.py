@@ -59,6 +59,8 @@ class QuickstartConfig:
     model: str = "smollm2-135m"
     fast: bool = False
     seed: int = 0
+    workers: int | str = "auto"
+    """Processes running independent stages side by side (see :func:`~safethink.pipeline._workers.resolve_workers`)."""
     eval_fraction: float = 0.25
     """Share of each seed set held out for evaluation (never trained on)."""
     eval_harmful: int = 16
