@@ -4,7 +4,7 @@ new token.
 With bf16 weights on a CPU, ``scaled_dot_product_attention`` is slow for a single query against a
 grouped-query KV cache (the one-token steps of generation): on 2 AVX-512 BF16 cores it decoded the bundled
 model at 232 tokens/s (batch 32, 256-token prompts, no padding) and 528 with padding, against 592 and 593 for
-the grouped matmul below (BENCHMARKS.md, "Generation throughput"). The prompt (many queries at once) stays
+the grouped matmul below (BENCHMARKS.md, "CPU attention for one-token steps"). The prompt (many queries at once) stays
 on the fused kernel, which is the faster one there. In fp32 both give the same greedy tokens.
 
 The implementation is registered with transformers under :data:`CPU_ATTENTION`

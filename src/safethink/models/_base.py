@@ -50,7 +50,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, min_fill: float =
     (in the forward pass and in every later step's attention), so one long pasted document must not pad a
     whole batch of short requests to its length: on the realistic benign set (one 1,306-token request, most
     under 300) grouping this way generated the same requests 1.6x faster than fixed batches of 32
-    (BENCHMARKS.md, "Generation throughput")."""
+    (BENCHMARKS.md, "Quickstart wall time")."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
