@@ -283,7 +283,8 @@ def test_the_whole_job_on_the_tiny_model_times_each_stage_and_resumes_from_its_c
     cfg = QuickstartConfig(out=tmp_path, model=f"hf:{tiny_dir}", train_harmful=2, extra_benign_ratio=0.5,
                            eval_harmful=2, eval_benign=1, eval_realistic=2, retain_tokens=4, max_new_tokens=6,
                            evolve="none", attacks=("none", "prefix-injection"), probe_wrapper=False,
-                           train_overrides={"max_steps": 1, "batch_size": 2})
+                           train_overrides={"max_steps": 1, "batch_size": 2},
+                           workers=1)  # stages one after another, so they add up to the total (test_pipeline: 2)
     (rows, attacks, sets), files = run_quickstart(cfg)
     assert [r.variant for r in rows] == ["base", "base + self-reminder", "SCoT", "R2D", "R2D + pivot guard"]
     assert attacks == ["none", "prefix-injection"] and "realistic" in sets and files.html.is_file()
