@@ -15,7 +15,7 @@ from ._common import split_list
 
 def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (stages are cached here and resumed).")] = Path("runs/quickstart"),
-    fast: Annotated[bool, typer.Option("--fast", help="A few minutes: fewer prompts, attacks and steps.")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="A smoke run of every stage (about a minute on 2 CPU cores): fewer prompts, attacks and steps.")] = False,
     model: Annotated[str, typer.Option(help="Target model spec.")] = "smollm2-135m",
     seed: Annotated[int, typer.Option()] = 0,
     probe: Annotated[bool, typer.Option("--probe", help="Also fit the probe guard and evaluate R2D behind it, and "
