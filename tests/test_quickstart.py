@@ -291,7 +291,8 @@ def test_the_whole_job_on_the_tiny_model_times_each_stage_and_resumes_from_its_c
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert list(timings["stages"]) == ["split", "data", "train scot", "train r2d", *[f"eval {r.variant}" for r in rows],
                                        "report"]
-    assert timings["total_seconds"] >= sum(timings["stages"].values()) * 0.99
+    # one after another, the stages add up to at most the total (each time is rounded to 0.1 s)
+    assert timings["total_seconds"] >= sum(timings["stages"].values()) - 0.05 * len(timings["stages"])
     assert timings["machine"]["auto_dtype"] in ("float32", "bfloat16")
     with open_store(tmp_path / "eval") as st:
         n = st.count()
