@@ -102,3 +102,12 @@ def test_auto_is_two_workers_on_a_multicore_cpu_and_one_on_a_gpu(monkeypatch):
     assert resolve_workers("auto", "cpu") == (1, 1)
     with pytest.raises(SafethinkError):
         resolve_workers(0, "cpu")
+
+
+def _die(*, progress) -> None:
+    os._exit(3)  # a worker killed mid-task (the OOM killer, a segfault)
+
+
+def test_a_worker_that_dies_is_a_clear_error(tmp_path):
+    with pytest.raises(SafethinkError, match=r"stage 'die': its worker process died"):
+        _run([Task("die", _die)])

@@ -71,6 +71,7 @@ def _run_parallel(tasks: list[Task], workers: int, threads: int, progress: Stage
     import multiprocessing
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
     events = ctx.Queue()
@@ -106,7 +107,11 @@ def _run_parallel(tasks: list[Task], workers: int, threads: int, progress: Stage
             for fut in done:
                 name = running.pop(fut)
                 finished(name)
-                status, value = fut.result()
+                try:
+                    status, value = fut.result()
+                except BrokenProcessPool:
+                    raise SafethinkError(f"stage {name!r}: its worker process died (killed, or out of memory?); "
+                                         "run again to resume, or with --set workers=1") from None
                 if status == "ok":
                     results[name] = value
                 elif failure is None:
