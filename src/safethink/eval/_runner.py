@@ -161,8 +161,8 @@ def run_eval(spec: EvalSpec, *, progress: ProgressCallback | None = None,
 
 
 def _request_chars(record: Any) -> int:
-    """A request's length in characters, its context and earlier turns included (orders a cell's requests)."""
-    return len(record.prompt) + len(record.context or "") + sum(len(m.content) for m in record.history)
+    """A request's length in characters as sent, context and earlier turns included (orders a cell's requests)."""
+    return sum(len(m["content"]) for m in record.messages())
 
 
 def _run_batch(items: list[tuple[Cell, int]], model: Any, attacks: dict[str, Any], guard: Any,
