@@ -98,9 +98,7 @@ def _run_parallel(tasks: list[Task], workers: int, threads: int, progress: Stage
                     waiting.remove(t)
                     started(t.name)
                     running[pool.submit(_in_worker, t.fn, t.args, t.kwargs)] = t.name
-            elif not running:
-                break
-            if not running:  # nothing can start: a dependency failed
+            if not running:  # nothing left that can start: a stage failed, or one it waits on did
                 break
             done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
             drain()
