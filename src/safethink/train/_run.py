@@ -67,7 +67,7 @@ def _precision(cfg: TrainConfig) -> str:
 
     if cfg.precision != "auto":
         return cfg.precision
-    if torch.cuda.is_available():
+    if not _cpu_processes():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     from ..models._hf import cpu_has_bf16_matrix_units
 
